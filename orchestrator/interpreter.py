@@ -1,0 +1,275 @@
+"""``decide(definition, state, now) -> Decision``: what a run does next. Pure.
+
+One pass walks the definition against the state, emitting the events that record each
+decision (branch taken, timer started or fired, step started, siblings cancelled, run
+completed or failed) and applying them to a scratch copy as it goes, so a single pass
+reaches the next point where the run must wait for a step, a timer or a signal.
+The same function serves a fresh run, a resumed run and ``resolute replay``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import events as ev
+from .definition import (
+    FlowDefinition,
+    NodeStep,
+    ParallelStep,
+    Step,
+    TimerStep,
+    WaitStep,
+    WhenStep,
+)
+from .errors import FlowMismatchError, ReferenceResolutionError
+from .redaction import redact
+from .refs import resolve
+from .state import FlowState, RunState
+
+__all__ = ["Decision", "Execute", "check_compatible", "decide"]
+
+
+@dataclass(frozen=True, slots=True)
+class Execute:
+    """Run this node now: ``value`` is its validated input (never written anywhere)."""
+
+    step: NodeStep
+    attempt: int
+    value: Any
+
+
+@dataclass(slots=True)
+class Decision:
+    events: list[ev.Event] = field(default_factory=list)
+    execute: list[Execute] = field(default_factory=list)
+    wake_at: datetime | None = None  # earliest timer, retry or signal timeout
+    state: RunState | None = None  # the state with ``events`` applied
+
+    @property
+    def status(self) -> str:
+        assert self.state is not None
+        return self.state.status
+
+
+class _S(Enum):
+    DONE = 1
+    BLOCKED = 2
+    FAILED = 3
+
+
+class _Pass:
+    def __init__(self, definition: FlowDefinition, state: RunState, now: datetime) -> None:
+        self.definition = definition
+        self.state = state
+        self.now = now
+        self.out = Decision(state=state)
+        self.view = FlowState(state, definition)
+        self.failure: str | None = None
+
+    def emit(self, e: ev.Event) -> None:
+        self.out.events.append(e)
+        self.state.apply(e)
+
+    def wake(self, at: datetime | None) -> None:
+        if at is not None and (self.out.wake_at is None or at < self.out.wake_at):
+            self.out.wake_at = at
+
+    def fail(self, message: str) -> _S:
+        if self.failure is None:
+            self.failure = message
+        return _S.FAILED
+
+    def sequence(self, steps: tuple[Step, ...]) -> _S:
+        for step in steps:
+            status = self.step(step)
+            if status is not _S.DONE:
+                return status
+        return _S.DONE
+
+    def step(self, step: Step) -> _S:
+        if isinstance(step, NodeStep):
+            return self.node(step)
+        if isinstance(step, TimerStep):
+            return self.timer(step)
+        if isinstance(step, WaitStep):
+            return self.wait(step)
+        if isinstance(step, WhenStep):
+            return self.when(step)
+        return self.parallel(step)
+
+    def node(self, step: NodeStep) -> _S:
+        rec = self.state.steps.get(step.path)
+        if rec is None:
+            return self.start(step, 1)
+        if rec.status == "completed":
+            return _S.DONE
+        if rec.status == "running":
+            return self.start(step, rec.attempt + 1) if rec.interrupted else _S.BLOCKED
+        if rec.status == "retrying":
+            assert rec.next_attempt_at is not None
+            if rec.next_attempt_at <= self.now:
+                return self.start(step, rec.attempt + 1)
+            self.wake(rec.next_attempt_at)
+            return _S.BLOCKED
+        return self.fail(f"step {step.alias!r} {rec.status}: {rec.error}")
+
+    def start(self, step: NodeStep, attempt: int) -> _S:
+        node = step.node
+        common = {"node_path": step.path, "step": step.alias, "attempt": attempt}
+        try:
+            value = node.input_adapter.validate_python(resolve(step.binding, self.view))
+        except (ReferenceResolutionError, ValidationError) as exc:
+            kind = "input" if isinstance(exc, ValidationError) else "reference"
+            error = f"cannot build the input of step {step.alias!r} ({kind} error): {exc}"
+            self.emit(
+                ev.StepFailed(**common, error=error, error_type=type(exc).__name__, retryable=False)
+            )
+            return self.fail(error)
+        shown = node.input_adapter.dump_python(value, mode="json") if node.takes_input else None
+        self.emit(ev.StepStarted(**common, node=node.name, input=redact(shown)))
+        self.out.execute.append(Execute(step, attempt, value))
+        return _S.BLOCKED
+
+    def timer(self, step: TimerStep) -> _S:
+        rec = self.state.timers.get(step.path)
+        if rec is None:
+            fire_at = self.now + timedelta(seconds=step.seconds)
+            self.emit(ev.TimerStarted(node_path=step.path, step=step.alias, fire_at=fire_at))
+            rec = self.state.timers[step.path]
+        if rec.fired:
+            return _S.DONE
+        if rec.fire_at <= self.now:
+            self.emit(ev.TimerFired(node_path=step.path, step=step.alias))
+            return _S.DONE
+        self.wake(rec.fire_at)
+        return _S.BLOCKED
+
+    def wait(self, step: WaitStep) -> _S:
+        if step.alias in self.state.outputs:
+            return _S.DONE
+        if step.path not in self.state.waits:
+            timeout_at = (
+                self.now + timedelta(seconds=step.timeout) if step.timeout is not None else None
+            )
+            self.emit(
+                ev.SignalWaiting(
+                    node_path=step.path, step=step.alias, name=step.signal, timeout_at=timeout_at
+                )
+            )
+        timeout_at = self.state.waits[step.path]
+        if timeout_at is not None and timeout_at <= self.now:
+            self.emit(ev.SignalTimedOut(node_path=step.path, step=step.alias, name=step.signal))
+            return _S.DONE
+        self.wake(timeout_at)
+        return _S.BLOCKED
+
+    def when(self, step: WhenStep) -> _S:
+        arm = self.state.branches.get(step.path)
+        if arm is None:
+            arm, label = -1, "no arm matched"
+            for k, candidate in enumerate(step.arms):
+                try:
+                    taken = candidate.predicate is None or bool(candidate.predicate(self.view))
+                except Exception as exc:
+                    return self.fail(
+                        f"when block at {step.path}: predicate {candidate.label} raised "
+                        f"{type(exc).__name__}: {exc}"
+                    )
+                if taken:
+                    arm, label = k, candidate.label
+                    break
+            self.emit(ev.BranchDecided(node_path=step.path, step=step.alias, arm=arm, label=label))
+        return _S.DONE if arm < 0 else self.sequence(step.arms[arm].body)
+
+    def parallel(self, step: ParallelStep) -> _S:
+        status = self.state.parallels.get(step.path)
+        if status == "completed":
+            return _S.DONE
+        if status == "failed":
+            return self.fail(f"parallel block at {step.path} failed")
+        if status is None:
+            self.emit(
+                ev.ParallelStarted(
+                    node_path=step.path, step=step.alias, branches=len(step.branches)
+                )
+            )
+        results = [self.sequence(branch) for branch in step.branches]
+        if _S.FAILED in results:
+            cancelled = self.cancel_all(step)
+            self.emit(
+                ev.ParallelCompleted(
+                    node_path=step.path, step=step.alias, status="failed", cancelled=cancelled
+                )
+            )
+            return _S.FAILED
+        if all(r is _S.DONE for r in results):
+            self.emit(ev.ParallelCompleted(node_path=step.path, step=step.alias, status="completed"))
+            return _S.DONE
+        return _S.BLOCKED
+
+    def cancel_all(self, block: ParallelStep) -> list[str]:
+        """Fail fast: cancel every sibling step still running or waiting to retry."""
+        cancelled = []
+        for branch in block.branches:
+            for s in _nodes(branch):
+                rec = self.state.steps.get(s.path)
+                if rec is not None and rec.status in ("running", "retrying"):
+                    self.emit(
+                        ev.StepCancelled(
+                            node_path=s.path,
+                            step=s.alias,
+                            attempt=rec.attempt,
+                            reason=f"a sibling in the parallel block at {block.path} failed",
+                        )
+                    )
+                    cancelled.append(s.path)
+        self.out.execute = [x for x in self.out.execute if x.step.path not in cancelled]
+        return cancelled
+
+
+def _nodes(steps: tuple[Step, ...]) -> list[NodeStep]:
+    from .definition import walk
+
+    return [s for s in walk(steps) if isinstance(s, NodeStep)]
+
+
+def _result(definition: FlowDefinition, state: RunState) -> Any:
+    for step in reversed(definition.steps):
+        if isinstance(step, NodeStep | WaitStep) and step.alias in state.outputs:
+            return state.outputs[step.alias]
+    return None
+
+
+def decide(definition: FlowDefinition, state: RunState, now: datetime) -> Decision:
+    """The events to append and the steps to run next. ``state`` is not modified."""
+    if state.terminal:
+        return Decision(state=state)
+    p = _Pass(definition, state.copy(), now)
+    status = p.sequence(definition.steps)
+    if status is _S.DONE:
+        p.emit(ev.RunCompleted(result=_result(definition, p.state)))
+    elif status is _S.FAILED:
+        p.out.execute.clear()
+        p.emit(ev.RunFailed(error=p.failure or "run failed"))
+    return p.out
+
+
+def check_compatible(definition: FlowDefinition, state: RunState) -> None:
+    """Refuse to replay a log whose recorded steps no longer exist at the same paths."""
+    if state.fingerprint == definition.fingerprint:
+        return
+    recorded = [(path, rec.alias) for path, rec in state.steps.items()]
+    recorded += [(path, None) for path in (*state.branches, *state.parallels, *state.timers)]
+    for path, alias in recorded:
+        step = definition.index.get(path)
+        if step is None:
+            raise FlowMismatchError(state.run_id, alias or path, f"node path {path} is gone")
+        if alias is not None and step.alias != alias:
+            raise FlowMismatchError(
+                state.run_id, alias, f"node path {path} now holds step {step.alias!r}"
+            )

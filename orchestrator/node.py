@@ -1,0 +1,230 @@
+"""Nodes: the units of work a flow runs, with their retry policy and timeout.
+
+``@node("name")`` turns ``async def fn(input: T) -> O`` (or ``fn(ctx, input)``, or a
+sync function, which runs in a thread) into a :class:`Node`. Input and output types
+come from the annotations: the input is validated before the call, the output after it,
+and outputs are rehydrated to ``O`` when a run is replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload, runtime_checkable
+
+from pydantic import TypeAdapter
+
+from .errors import ConfigurationError, NonRetryableError
+
+if TYPE_CHECKING:
+    from .state import FlowState
+
+__all__ = [
+    "UNBOUND",
+    "Node",
+    "Provider",
+    "RetryPolicy",
+    "StepContext",
+    "node",
+]
+
+P = TypeVar("P")
+
+
+class _Unbound:
+    def __repr__(self) -> str:
+        return "UNBOUND"
+
+
+UNBOUND: Any = _Unbound()
+
+
+def _seconds(value: float | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds <= 0:
+        raise ValueError(f"durations must be positive, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter; attempts count the first try."""
+
+    max_attempts: int = 3
+    initial_interval: float = 1.0
+    backoff_coefficient: float = 2.0
+    max_interval: float = 60.0
+    jitter: float = 0.1
+    non_retryable: tuple[type[BaseException], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("RetryPolicy.max_attempts must be at least 1")
+        if self.initial_interval < 0 or self.max_interval < 0 or self.backoff_coefficient < 1:
+            raise ValueError("RetryPolicy intervals must be >= 0 and the coefficient >= 1")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (1-based)."""
+        base = min(
+            self.initial_interval * self.backoff_coefficient ** (attempt - 1), self.max_interval
+        )
+        return base * (1 + random.uniform(-self.jitter, self.jitter)) if self.jitter else base
+
+    def retryable(self, exc: BaseException) -> bool:
+        return not isinstance(exc, NonRetryableError | *self.non_retryable)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """An integration registered on a worker (``Worker.with_providers``)."""
+
+    name: str
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """What a running step knows about itself."""
+
+    run_id: str
+    flow: str
+    step: str
+    node_path: str
+    attempt: int
+    state: FlowState
+    logger: logging.LoggerAdapter[logging.Logger]
+    providers: tuple[Provider, ...] = ()
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across attempts and crashes: the same step of the same run."""
+        return f"{self.run_id}:{self.node_path}"
+
+    def provider(self, kind: type[P]) -> P:
+        for p in self.providers:
+            if isinstance(p, kind):
+                return p
+        raise ConfigurationError(
+            f"step {self.step!r} needs a {kind.__name__}; register one with "
+            f"Worker(...).with_providers({kind.__name__}(...))"
+        )
+
+
+@dataclass(frozen=True)
+class Node:
+    """A unit of work. Immutable: ``as_`` and ``with_input`` return copies."""
+
+    name: str
+    fn: Callable[..., Any]
+    input_type: Any = None
+    output_type: Any = None
+    takes_ctx: bool = False
+    takes_input: bool = True
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+    alias: str = ""
+    binding: Any = UNBOUND
+
+    def __post_init__(self) -> None:
+        if not self.alias:
+            object.__setattr__(self, "alias", self.name)
+
+    def as_(self, alias: str) -> Node:
+        return replace(self, alias=alias)
+
+    def with_input(self, value: Any = UNBOUND, /, **fields: Any) -> Node:
+        """Bind the input explicitly: one value, or keyword fields of the input model."""
+        if (value is UNBOUND) == (not fields):
+            raise TypeError(f"node {self.name!r}: with_input takes one value or keyword fields")
+        if not self.takes_input:
+            raise TypeError(f"node {self.name!r} takes no input")
+        return replace(self, binding=fields if value is UNBOUND else value)
+
+    @cached_property
+    def input_adapter(self) -> TypeAdapter[Any]:
+        return TypeAdapter(self.input_type if self.input_type is not None else Any)
+
+    @cached_property
+    def output_adapter(self) -> TypeAdapter[Any]:
+        return TypeAdapter(self.output_type if self.output_type is not None else Any)
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+    async def invoke(self, ctx: StepContext, value: Any) -> Any:
+        args: list[Any] = [ctx] if self.takes_ctx else []
+        if self.takes_input:
+            args.append(value)
+        if self.is_async:
+            return await typing.cast(Awaitable[Any], self.fn(*args))
+        return await asyncio.to_thread(self.fn, *args)
+
+
+def _signature(fn: Callable[..., Any], name: str) -> tuple[bool, bool, Any, Any]:
+    """(takes_ctx, takes_input, input_type, output_type) from annotations."""
+    hints = typing.get_type_hints(fn)
+    params = list(inspect.signature(fn).parameters.values())
+    takes_ctx = bool(params) and (
+        hints.get(params[0].name) is StepContext or params[0].name in ("ctx", "context")
+    )
+    rest = params[1:] if takes_ctx else params
+    if len(rest) > 1:
+        raise TypeError(
+            f"node {name!r}: a node takes at most (ctx, input); got {[p.name for p in params]}"
+        )
+    input_type = hints.get(rest[0].name, Any) if rest else None
+    output_type = hints.get("return", Any)
+    return takes_ctx, bool(rest), input_type, (None if output_type is type(None) else output_type)
+
+
+@overload
+def node(name: Callable[..., Any], /) -> Node: ...
+
+
+@overload
+def node(
+    name: str | None = None,
+    /,
+    *,
+    retry: RetryPolicy | None = None,
+    timeout: float | timedelta | None = None,
+) -> Callable[[Callable[..., Any]], Node]: ...
+
+
+def node(
+    name: str | Callable[..., Any] | None = None,
+    /,
+    *,
+    retry: RetryPolicy | None = None,
+    timeout: float | timedelta | None = None,
+) -> Node | Callable[[Callable[..., Any]], Node]:
+    """Declare a node: ``@node``, ``@node("parse-webhook", retry=..., timeout=30)``."""
+
+    def wrap(fn: Callable[..., Any]) -> Node:
+        node_name = name if isinstance(name, str) else fn.__name__.replace("_", "-")
+        takes_ctx, takes_input, input_type, output_type = _signature(fn, node_name)
+        return Node(
+            name=node_name,
+            fn=fn,
+            input_type=input_type,
+            output_type=output_type,
+            takes_ctx=takes_ctx,
+            takes_input=takes_input,
+            retry=retry or RetryPolicy(),
+            timeout=_seconds(timeout),
+        )
+
+    if callable(name):
+        return wrap(name)
+    return wrap

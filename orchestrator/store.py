@@ -1,0 +1,287 @@
+"""The only code that talks SQL: append with fencing, load, claim, projections."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import events as ev
+from . import sql
+from .errors import LeaseLostError, RunNotFoundError, UnknownFlowError
+
+__all__ = ["Claim", "Projection", "RunInfo", "Store"]
+
+
+class RunInfo(BaseModel):
+    """A row of ``flow_runs``: the projection of a run's events."""
+
+    run_id: str
+    flow: str
+    fingerprint: str
+    task_queue: str
+    status: str
+    input: Any = None
+    correlation_key: str | None = None
+    idempotency_key: str | None = None
+    parent_run_id: str | None = None
+    lease_owner: str | None = None
+    lease_token: int | None = None
+    wake_at: datetime | None = None
+    last_seq: int
+    result: Any = None
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    run_id: str
+    flow: str
+    lease_token: int
+    last_seq: int
+    prior_status: str  # pending | running (crashed owner) | waiting | restart
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """What ``flow_runs`` says after an append."""
+
+    status: str
+    wake_at: datetime | None = None
+    result: Any = None
+    error: str | None = None
+    release: bool = False
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def _rows(self, statement: Any, params: dict[str, Any]) -> Sequence[Any]:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(statement, params)).all()
+
+    async def _exec(self, statement: Any, params: dict[str, Any]) -> int:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(statement, params)).rowcount
+
+    # --- flows and runs -------------------------------------------------------------
+
+    async def register_flow(
+        self, name: str, task_queue: str, fingerprint: str, shape: Any
+    ) -> None:
+        await self._exec(
+            sql.REGISTER_FLOW,
+            {
+                "name": name,
+                "task_queue": task_queue,
+                "fingerprint": fingerprint,
+                "shape": _dumps(shape),
+            },
+        )
+
+    async def flow(self, name: str) -> tuple[str, str]:
+        """(task_queue, fingerprint) of a registered flow."""
+        rows = await self._rows(sql.FLOW, {"name": name})
+        if not rows:
+            known = [r.name for r in await self._rows(sql.FLOWS, {})]
+            raise UnknownFlowError(name, known)
+        return rows[0].task_queue, rows[0].fingerprint
+
+    async def start_run(
+        self,
+        flow: str,
+        input: Any,
+        *,
+        idempotency_key: str | None = None,
+        correlation_key: str | None = None,
+        parent_run_id: str | None = None,
+        trigger: str = "manual",
+    ) -> tuple[str, bool]:
+        """(run_id, created). A known idempotency key returns the existing run."""
+        task_queue, fingerprint = await self.flow(flow)
+        run_id = str(uuid.uuid4())
+        started = ev.RunStarted(
+            flow=flow,
+            fingerprint=fingerprint,
+            input=input,
+            correlation_key=correlation_key,
+            idempotency_key=idempotency_key,
+            parent_run_id=parent_run_id,
+            trigger=trigger,
+        )
+        params = {
+            "run_id": run_id,
+            "flow": flow,
+            "fingerprint": fingerprint,
+            "task_queue": task_queue,
+            "input": _dumps(input),
+            "correlation_key": correlation_key,
+            "idempotency_key": idempotency_key,
+            "parent_run_id": parent_run_id,
+            "data": ev.event_data(started),
+        }
+        rows = await self._rows(sql.START_RUN, params)
+        if rows:
+            return str(rows[0].run_id), True
+        existing = await self._rows(
+            sql.RUN_BY_IDEMPOTENCY_KEY, {"flow": flow, "idempotency_key": idempotency_key}
+        )
+        return str(existing[0].run_id), False
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        try:
+            rows = await self._rows(sql.GET_RUN, {"run_id": run_id})
+        except DBAPIError as exc:  # not a UUID
+            raise RunNotFoundError(run_id) from exc
+        if not rows:
+            raise RunNotFoundError(run_id)
+        return _run_info(rows[0])
+
+    async def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | None = None,
+        correlation_key: str | None = None,
+        limit: int = 50,
+    ) -> list[RunInfo]:
+        rows = await self._rows(
+            sql.LIST_RUNS,
+            {"flow": flow, "status": status, "correlation_key": correlation_key, "limit": limit},
+        )
+        return [_run_info(r) for r in rows]
+
+    async def events(self, run_id: str, after: int = 0) -> list[ev.Event]:
+        rows = await self._rows(sql.EVENTS, {"run_id": run_id, "after": after})
+        return [_event(r) for r in rows]
+
+    async def cancel(self, run_id: str, reason: str, by: str | None) -> bool:
+        """Cancel a run that has not ended. False when it had already ended."""
+        await self.get_run(run_id)
+        data = ev.event_data(ev.RunCancelled(reason=reason, by=by))
+        rows = await self._rows(
+            sql.CANCEL, {"run_id": run_id, "reason": reason, "data": data, "by": by}
+        )
+        return bool(rows)
+
+    # --- worker side ---------------------------------------------------------------
+
+    async def heartbeat(self, worker_id: str, task_queues: list[str]) -> None:
+        await self._exec(
+            sql.HEARTBEAT,
+            {
+                "worker_id": worker_id,
+                "task_queues": task_queues,
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+            },
+        )
+
+    async def claim(
+        self, worker_id: str, task_queue: str, flows: list[str], limit: int
+    ) -> list[Claim]:
+        rows = await self._rows(
+            sql.CLAIM,
+            {"worker_id": worker_id, "task_queue": task_queue, "flows": flows, "limit": limit},
+        )
+        return [_claim(r) for r in rows]
+
+    async def reclaim_own(self, worker_id: str, flows: list[str]) -> list[Claim]:
+        rows = await self._rows(sql.RECLAIM_OWN, {"worker_id": worker_id, "flows": flows})
+        return [_claim(r) for r in rows]
+
+    async def load(self, run_ids: list[str]) -> dict[str, list[ev.Event]]:
+        rows = await self._rows(sql.EVENTS_FOR_RUNS, {"run_ids": run_ids})
+        out: dict[str, list[ev.Event]] = defaultdict(list)
+        for r in rows:
+            out[str(r.run_id)].append(_event(r))
+        return out
+
+    async def append(
+        self,
+        run_id: str,
+        lease_token: int,
+        expected_seq: int,
+        events: Sequence[ev.Event],
+        projection: Projection,
+        worker_id: str,
+    ) -> list[ev.Event]:
+        """Append under the lease fence; returns the events with their seq numbers."""
+        seqs = list(range(expected_seq + 1, expected_seq + 1 + len(events)))
+        params = {
+            "run_id": run_id,
+            "lease_token": lease_token,
+            "expected_seq": expected_seq,
+            "last_seq": seqs[-1],
+            "status": projection.status,
+            "wake_at": projection.wake_at,
+            "result": None if projection.result is None else _dumps(projection.result),
+            "error": projection.error,
+            "release": projection.release,
+            "worker_id": worker_id,
+            "seqs": seqs,
+            "types": [e.type for e in events],
+            "node_paths": [e.node_path for e in events],
+            "steps": [e.step for e in events],
+            "attempts": [e.attempt for e in events],
+            "datas": [ev.event_data(e) for e in events],
+        }
+        try:
+            inserted = await self._exec(sql.APPEND, params)
+        except DBAPIError as exc:
+            if "run_events_pkey" in str(exc):  # a racing writer took the same seq
+                raise LeaseLostError(run_id) from exc
+            raise
+        if inserted != len(events):
+            raise LeaseLostError(run_id)
+        return [e.model_copy(update={"seq": s}) for e, s in zip(events, seqs, strict=True)]
+
+    async def recover_expired(self, lease_seconds: float) -> list[str]:
+        rows = await self._rows(sql.RECOVER_EXPIRED, {"lease_seconds": lease_seconds})
+        return [str(r.run_id) for r in rows]
+
+    async def release_all(self, worker_id: str) -> int:
+        return len(await self._rows(sql.RELEASE_ALL, {"worker_id": worker_id}))
+
+
+def _claim(r: Any) -> Claim:
+    return Claim(str(r.run_id), r.flow, r.lease_token, r.last_seq, r.prior_status)
+
+
+def _run_info(r: Any) -> RunInfo:
+    fields = dict(r._mapping)
+    fields["run_id"] = str(fields["run_id"])
+    if fields["parent_run_id"] is not None:
+        fields["parent_run_id"] = str(fields["parent_run_id"])
+    return RunInfo.model_validate(fields)
+
+
+def _event(r: Any) -> ev.Event:
+    return ev.parse_event(
+        type=r.type,
+        data=r.data,
+        node_path=r.node_path,
+        step=r.step,
+        attempt=r.attempt,
+        seq=r.seq,
+        recorded_at=r.recorded_at,
+        worker_id=r.worker_id,
+    )
