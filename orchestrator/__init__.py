@@ -1,0 +1,58 @@
+"""Resolute: durable, audited incident-response flows on PostgreSQL."""
+
+from .client import Client, RunTimeoutError
+from .definition import Flow, FlowDefinition, timer, wait_for_signal
+from .errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    FlowDefinitionError,
+    FlowMismatchError,
+    LeaseLostError,
+    NonRetryableError,
+    ReferenceResolutionError,
+    ResoluteError,
+    RunNotFoundError,
+    StepTimeoutError,
+    UnknownFlowError,
+)
+from .node import Node, Provider, RetryPolicy, StepContext, node
+from .refs import Output, Template
+from .state import FlowState
+from .store import RunInfo
+from .triggers import manual, schedule, signal, webhook
+from .worker import Worker, WorkerConfig
+
+__all__ = [
+    "Client",
+    "ConfigurationError",
+    "DatabaseUnavailableError",
+    "Flow",
+    "FlowDefinition",
+    "FlowDefinitionError",
+    "FlowMismatchError",
+    "FlowState",
+    "LeaseLostError",
+    "Node",
+    "NonRetryableError",
+    "Output",
+    "Provider",
+    "ReferenceResolutionError",
+    "ResoluteError",
+    "RetryPolicy",
+    "RunInfo",
+    "RunNotFoundError",
+    "RunTimeoutError",
+    "StepContext",
+    "StepTimeoutError",
+    "Template",
+    "UnknownFlowError",
+    "Worker",
+    "WorkerConfig",
+    "manual",
+    "node",
+    "schedule",
+    "signal",
+    "timer",
+    "wait_for_signal",
+    "webhook",
+]

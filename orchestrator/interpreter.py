@@ -238,13 +238,6 @@ def _nodes(steps: tuple[Step, ...]) -> list[NodeStep]:
     return [s for s in walk(steps) if isinstance(s, NodeStep)]
 
 
-def _result(definition: FlowDefinition, state: RunState) -> Any:
-    for step in reversed(definition.steps):
-        if isinstance(step, NodeStep | WaitStep) and step.alias in state.outputs:
-            return state.outputs[step.alias]
-    return None
-
-
 def decide(definition: FlowDefinition, state: RunState, now: datetime) -> Decision:
     """The events to append and the steps to run next. ``state`` is not modified."""
     if state.terminal:
@@ -252,7 +245,7 @@ def decide(definition: FlowDefinition, state: RunState, now: datetime) -> Decisi
     p = _Pass(definition, state.copy(), now)
     status = p.sequence(definition.steps)
     if status is _S.DONE:
-        p.emit(ev.RunCompleted(result=_result(definition, p.state)))
+        p.emit(ev.RunCompleted(result=p.state.last_output))
     elif status is _S.FAILED:
         p.out.execute.clear()
         p.emit(ev.RunFailed(error=p.failure or "run failed"))

@@ -80,7 +80,7 @@ class RetryPolicy:
         return base * (1 + random.uniform(-self.jitter, self.jitter)) if self.jitter else base
 
     def retryable(self, exc: BaseException) -> bool:
-        return not isinstance(exc, NonRetryableError | *self.non_retryable)
+        return not isinstance(exc, (NonRetryableError, *self.non_retryable))
 
 
 @runtime_checkable

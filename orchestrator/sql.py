@@ -12,6 +12,7 @@ from sqlalchemy import TextClause, text
 __all__ = [
     "APPEND",
     "CANCEL",
+    "CANCEL_CHANNEL",
     "CLAIM",
     "EVENTS",
     "EVENTS_FOR_RUNS",
@@ -25,11 +26,13 @@ __all__ = [
     "RECOVER_EXPIRED",
     "REGISTER_FLOW",
     "RELEASE_ALL",
+    "RELEASE_RUN",
     "RUN_BY_IDEMPOTENCY_KEY",
     "START_RUN",
 ]
 
 NOTIFY_CHANNEL = "resolute_runnable"
+CANCEL_CHANNEL = "resolute_cancelled"
 _ACTIVE = "('pending', 'running', 'waiting')"
 _TERMINAL = "('completed', 'failed', 'cancelled')"
 _RUN_COLUMNS = (
@@ -170,7 +173,7 @@ WITH fence AS (
 )
 INSERT INTO run_events (run_id, seq, type, data, worker_id)
 SELECT run_id, last_seq, 'run.cancelled', CAST(:data AS jsonb), :by FROM fence
-RETURNING seq
+RETURNING seq, pg_notify('{CANCEL_CHANNEL}', CAST(run_id AS text))
 """
 )
 
@@ -205,6 +208,16 @@ RELEASE_ALL = _sql(
 UPDATE flow_runs SET lease_owner = NULL, lease_token = NULL, updated_at = now()
  WHERE lease_owner = :worker_id AND status IN {_ACTIVE}
 RETURNING run_id, pg_notify('{NOTIFY_CHANNEL}', task_queue)
+"""
+)
+
+# Hand a run back while it waits, when there was nothing to append.
+RELEASE_RUN = _sql(
+    """
+UPDATE flow_runs
+   SET lease_owner = NULL, lease_token = NULL, status = :status, wake_at = :wake_at,
+       updated_at = now()
+ WHERE run_id = :run_id AND lease_token = :lease_token
 """
 )
 

@@ -71,6 +71,7 @@ class RunState:
     timers: dict[str, TimerRecord] = field(default_factory=dict)
     waits: dict[str, datetime | None] = field(default_factory=dict)  # path -> timeout_at
     signals: list[SignalRecord] = field(default_factory=list)
+    last_output: Any = None  # of the step that completed last: the run's default result
     result: Any = None
     error: str | None = None
     started_at: datetime | None = None
@@ -119,7 +120,7 @@ class RunState:
             case ev.StepCompleted():
                 rec = self.steps[path]
                 rec.status, rec.interrupted = "completed", False
-                self.outputs[rec.alias] = e.output
+                self.outputs[rec.alias] = self.last_output = e.output
             case ev.StepFailed():
                 rec = self._step(path, e)
                 rec.failures += 1

@@ -254,6 +254,13 @@ class Store:
             raise LeaseLostError(run_id)
         return [e.model_copy(update={"seq": s}) for e, s in zip(events, seqs, strict=True)]
 
+    async def release(
+        self, run_id: str, lease_token: int, status: str, wake_at: datetime | None
+    ) -> None:
+        params = {"run_id": run_id, "lease_token": lease_token, "status": status}
+        if not await self._exec(sql.RELEASE_RUN, params | {"wake_at": wake_at}):
+            raise LeaseLostError(run_id)
+
     async def recover_expired(self, lease_seconds: float) -> list[str]:
         rows = await self._rows(sql.RECOVER_EXPIRED, {"lease_seconds": lease_seconds})
         return [str(r.run_id) for r in rows]
