@@ -64,7 +64,16 @@ async def database_url(server_url: str, template_db: str) -> AsyncIterator[str]:
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     finally:
         await conn.close()
-    yield _with_database(server_url, name)
+    url = _with_database(server_url, name)
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:  # where test nodes record their side effects, outside Resolute's schema
+        await conn.execute(
+            "CREATE SCHEMA tests; CREATE TABLE tests.side_effects (run_id uuid, step text, "
+            "attempt int, note text, at timestamptz DEFAULT clock_timestamp())"
+        )
+    finally:
+        await conn.close()
+    yield url
     conn = await asyncpg.connect(asyncpg_dsn(server_url))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

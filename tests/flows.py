@@ -1,6 +1,6 @@
 """Flows the tests run, importable by worker subprocesses (``resolute worker tests.flows:...``).
 
-Side effects land in ``side_effects(run_id, step, attempt)`` so tests can count, from the
+Side effects land in ``tests.side_effects(run_id, step, attempt)`` (made by conftest) so tests can count, from the
 database, how often each step really ran.
 """
 
@@ -37,11 +37,7 @@ async def record(ctx: StepContext, note: str = "") -> None:
     if pool is None:
         pool = _pools[url] = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=4)
     await pool.execute(
-        "CREATE TABLE IF NOT EXISTS side_effects (run_id uuid, step text, attempt int, "
-        "note text, at timestamptz DEFAULT clock_timestamp())"
-    )
-    await pool.execute(
-        "INSERT INTO side_effects (run_id, step, attempt, note) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO tests.side_effects (run_id, step, attempt, note) VALUES ($1, $2, $3, $4)",
         ctx.run_id,
         ctx.step,
         ctx.attempt,

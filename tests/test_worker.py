@@ -56,7 +56,7 @@ async def test_critical_incident_runs_every_branch(
     ]
     assert types[-1] == ("run.completed", None)
     assert run.result.startswith("resolved OPS-")
-    comments = await pg.fetch("SELECT note FROM side_effects WHERE step = 'commented'")
+    comments = await pg.fetch("SELECT note FROM tests.side_effects WHERE step = 'commented'")
     assert comments[0]["note"].endswith(": db ok")
 
 
