@@ -24,7 +24,9 @@ from .worker import Worker
 
 __all__ = ["app", "load_target", "main"]
 
-app = typer.Typer(help="Resolute: durable incident-response flows on PostgreSQL.", no_args_is_help=True)
+app = typer.Typer(
+    help="Resolute: durable incident-response flows on PostgreSQL.", no_args_is_help=True
+)
 runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True)
 db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
@@ -78,7 +80,9 @@ def _when(value: datetime | None) -> str:
 
 @app.command()
 def worker(
-    target: Annotated[str, typer.Argument(help="MODULE:ATTR of a Worker (or a function returning one)")],
+    target: Annotated[
+        str, typer.Argument(help="MODULE:ATTR of a Worker (or a function returning one)")
+    ],
     database_url: DatabaseOpt = None,
     log_format: Annotated[str, typer.Option(envvar="RESOLUTE_LOG_FORMAT")] = "text",
     log_level: Annotated[str, typer.Option(envvar="RESOLUTE_LOG_LEVEL")] = "INFO",
@@ -129,7 +133,11 @@ def runs_list(
         table = Table("run", "flow", "status", "correlation", "created", "ended")
         for r in rows:
             table.add_row(
-                r.run_id, r.flow, r.status, r.correlation_key or "", _when(r.created_at),
+                r.run_id,
+                r.flow,
+                r.status,
+                r.correlation_key or "",
+                _when(r.created_at),
                 _when(r.completed_at),
             )
         out.print(table)
@@ -171,8 +179,13 @@ def runs_events(
                 exclude={"type", "seq", "recorded_at", "node_path", "step", "attempt", "worker_id"},
             )
             table.add_row(
-                str(e.seq), _when(e.recorded_at), e.type, e.step or "",
-                str(e.attempt or ""), e.worker_id or "", json.dumps(data)[:120],
+                str(e.seq),
+                _when(e.recorded_at),
+                e.type,
+                e.step or "",
+                str(e.attempt or ""),
+                e.worker_id or "",
+                json.dumps(data)[:120],
             )
         out.print(table)
 
@@ -206,7 +219,9 @@ def trigger(
 @app.command()
 def cancel(
     run_id: str,
-    reason: Annotated[str, typer.Option(help="recorded in run.cancelled")] = "cancelled by operator",
+    reason: Annotated[
+        str, typer.Option(help="recorded in run.cancelled")
+    ] = "cancelled by operator",
     database_url: DatabaseOpt = None,
 ) -> None:
     """Cancel a run that has not ended."""
@@ -246,8 +261,10 @@ def replay(
                 for p, r in state.steps.items()
             },
             "branches": state.branches,
-            "timers": {p: {"fire_at": t.fire_at.isoformat(), "fired": t.fired}
-                       for p, t in state.timers.items()},
+            "timers": {
+                p: {"fire_at": t.fire_at.isoformat(), "fired": t.fired}
+                for p, t in state.timers.items()
+            },
             "signals": [s.name for s in state.signals],
             "result": state.result,
             "error": state.error,

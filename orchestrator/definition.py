@@ -205,7 +205,7 @@ class FlowDefinition:
 
 # --- the builder ---------------------------------------------------------------------------
 
-_Item = Union[Node, TimerSpec, WaitSpec, "_WhenDraft", "_ParallelDraft"]  # noqa: UP007
+_Item = Union[Node, TimerSpec, WaitSpec, "_WhenDraft", "_ParallelDraft"]
 
 
 @dataclass
@@ -372,7 +372,9 @@ class _Builder:
 
     def claim_alias(self, alias: str) -> None:
         if alias == INPUT_ALIAS:
-            raise self.error(f"the alias {INPUT_ALIAS!r} is reserved for the trigger payload", alias)
+            raise self.error(
+                f"the alias {INPUT_ALIAS!r} is reserved for the trigger payload", alias
+            )
         if alias in self.aliases:
             raise self.error("duplicate alias; give each step a unique .as_(...)", alias)
         self.aliases.add(alias)
@@ -420,6 +422,7 @@ class _Builder:
             if (
                 isinstance(node.binding, Output)
                 and not node.binding.path
+                and isinstance(ref_type, type)
                 and _is_model(ref_type)
                 and _is_model(node.input_type)
                 and not issubclass(ref_type, node.input_type)

@@ -176,7 +176,7 @@ Event = Annotated[
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
-COLUMNS = frozenset({"type", "node_path", "step", "attempt", "seq", "recorded_at", "worker_id"})
+COLUMNS = {"type", "node_path", "step", "attempt", "seq", "recorded_at", "worker_id"}
 
 
 def event_data(event: _Event) -> str:

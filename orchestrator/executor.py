@@ -74,4 +74,6 @@ async def execute(job: Execute, ctx: StepContext, failures_so_far: int) -> ev.Ev
             next_attempt_at=next_at,
             duration_ms=elapsed,
         )
-    return ev.StepCompleted(**common, output=output, duration_ms=(time.perf_counter() - began) * 1000)
+    return ev.StepCompleted(
+        **common, output=output, duration_ms=(time.perf_counter() - began) * 1000
+    )

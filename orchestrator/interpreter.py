@@ -208,7 +208,9 @@ class _Pass:
             )
             return _S.FAILED
         if all(r is _S.DONE for r in results):
-            self.emit(ev.ParallelCompleted(node_path=step.path, step=step.alias, status="completed"))
+            self.emit(
+                ev.ParallelCompleted(node_path=step.path, step=step.alias, status="completed")
+            )
             return _S.DONE
         return _S.BLOCKED
 
@@ -256,7 +258,7 @@ def check_compatible(definition: FlowDefinition, state: RunState) -> None:
     """Refuse to replay a log whose recorded steps no longer exist at the same paths."""
     if state.fingerprint == definition.fingerprint:
         return
-    recorded = [(path, rec.alias) for path, rec in state.steps.items()]
+    recorded: list[tuple[str, str | None]] = [(p, rec.alias) for p, rec in state.steps.items()]
     recorded += [(path, None) for path in (*state.branches, *state.parallels, *state.timers)]
     for path, alias in recorded:
         step = definition.index.get(path)

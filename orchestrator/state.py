@@ -94,7 +94,7 @@ class RunState:
             signals=list(self.signals),
         )
 
-    def apply(self, e: ev.Event) -> None:  # noqa: C901 - one case per event type
+    def apply(self, e: ev.Event) -> None:
         if e.seq is not None:
             self.last_seq = e.seq
         path = e.node_path or ""

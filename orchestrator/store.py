@@ -84,9 +84,7 @@ class Store:
 
     # --- flows and runs -------------------------------------------------------------
 
-    async def register_flow(
-        self, name: str, task_queue: str, fingerprint: str, shape: Any
-    ) -> None:
+    async def register_flow(self, name: str, task_queue: str, fingerprint: str, shape: Any) -> None:
         await self._exec(
             sql.REGISTER_FLOW,
             {

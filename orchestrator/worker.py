@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -228,7 +229,9 @@ class Worker:
             self._log.warning("lease recovery failed: %s", exc)
             return
         if recovered:
-            self._log.info("recovered %d runs from workers that stopped heartbeating", len(recovered))
+            self._log.info(
+                "recovered %d runs from workers that stopped heartbeating", len(recovered)
+            )
             self._wakeup.set()
 
     # --- claiming ---------------------------------------------------------------------
@@ -263,9 +266,9 @@ class Worker:
         for c in claims:
             task = asyncio.create_task(self._drive(c, logs[c.run_id]), name=f"run-{c.run_id}")
             self._drivers[c.run_id] = task
-            task.add_done_callback(lambda _t, rid=c.run_id: self._finished(rid))
+            task.add_done_callback(functools.partial(self._finished, c.run_id))
 
-    def _finished(self, run_id: str) -> None:
+    def _finished(self, run_id: str, _task: object = None) -> None:
         self._drivers.pop(run_id, None)
         self._wakeup.set()
 
@@ -299,7 +302,9 @@ class Worker:
             check_compatible(d.definition, d.state)
         except FlowMismatchError as exc:
             rlog.error("%s", exc)
-            await self._append(d, [ev.RunFailed(error=str(exc))], Projection("failed", error=str(exc)))
+            await self._append(
+                d, [ev.RunFailed(error=str(exc))], Projection("failed", error=str(exc))
+            )
             return
         if d.seq > 1 or d.claim.prior_status != "pending":
             pending.append(self._resumed(d, previous))
@@ -309,7 +314,9 @@ class Worker:
                 d.state.apply(e)
             decision = decide(d.definition, d.state, now)
             cancelled = {
-                e.node_path for e in decision.events if isinstance(e, ev.StepCancelled)
+                e.node_path
+                for e in decision.events
+                if isinstance(e, ev.StepCancelled) and e.node_path is not None
             }
             in_flight = (set(d.tasks) - cancelled) | {x.step.path for x in decision.execute}
             stopping = self._stopping.is_set()

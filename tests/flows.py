@@ -1,7 +1,7 @@
 """Flows the tests run, importable by worker subprocesses (``resolute worker tests.flows:...``).
 
-Side effects land in ``tests.side_effects(run_id, step, attempt)`` (made by conftest) so tests can count, from the
-database, how often each step really ran.
+Side effects land in ``tests.side_effects`` (conftest makes it) so tests can count,
+from the database, how often each step really ran.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from orchestrator import (
     timer,
 )
 from orchestrator.database import asyncpg_dsn
+from orchestrator.store import Store
 
 _pools: dict[str, asyncpg.Pool] = {}
 
@@ -150,6 +151,17 @@ def incident_flow(timer_seconds: float = 0.5) -> Flow:
         .then(escalate.as_("escalation"))
         .end_when()
     )
+
+
+CRITICAL = {"title": "DB down", "severity": "critical", "service": "db"}
+MINOR = {"title": "Slow page", "severity": "minor", "service": "web"}
+
+
+async def start_incidents(store: Store, n: int, payload: dict[str, str]) -> list[str]:
+    """Register the incident flow (as a worker would) and start ``n`` runs."""
+    definition = incident_flow().build()
+    await store.register_flow(definition.name, "test", definition.fingerprint, [])
+    return [(await store.start_run(definition.name, payload))[0] for _ in range(n)]
 
 
 def worker() -> Worker:

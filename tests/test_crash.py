@@ -12,20 +12,10 @@ import asyncpg
 import pytest
 
 from orchestrator.store import Store
-from tests.flows import incident_flow
+from tests.flows import CRITICAL, MINOR, start_incidents
 from tests.workers import WorkerProcess, wait_until
 
-CRITICAL = '{"title": "DB down", "severity": "critical", "service": "db"}'
-MINOR = '{"title": "Slow", "severity": "minor", "service": "web"}'
 ALL_DONE = "SELECT count(*) = 0 FROM flow_runs WHERE status NOT IN ('completed')"
-
-
-async def _start(store: Store, n: int, payload: str) -> list[str]:
-    import json
-
-    d = incident_flow()
-    await store.register_flow(d.name if hasattr(d, "name") else "incident", "test", d.build().fingerprint, [])
-    return [(await store.start_run("incident", json.loads(payload)))[0] for _ in range(n)]
 
 
 async def _in_flight(pg: asyncpg.Connection) -> set[tuple[str, str]]:
@@ -40,9 +30,7 @@ async def _in_flight(pg: asyncpg.Connection) -> set[tuple[str, str]]:
 
 
 async def _check_exactly_once(pg: asyncpg.Connection, interrupted: set[tuple[str, str]]) -> None:
-    assert await pg.fetchval(
-        "SELECT count(*) FROM flow_runs WHERE status <> 'completed'"
-    ) == 0
+    assert await pg.fetchval("SELECT count(*) FROM flow_runs WHERE status <> 'completed'") == 0
     dup = await pg.fetch(
         """SELECT run_id, node_path, count(*) FROM run_events WHERE type = 'step.completed'
             GROUP BY 1, 2 HAVING count(*) <> 1"""
@@ -57,7 +45,9 @@ async def _check_exactly_once(pg: asyncpg.Connection, interrupted: set[tuple[str
         run = next(iter(extra))[0]
         rows = await pg.fetch(
             "SELECT seq, type, step, attempt, worker_id, recorded_at, data::text FROM run_events"
-            " WHERE run_id = $1 ORDER BY seq", run)
+            " WHERE run_id = $1 ORDER BY seq",
+            run,
+        )
         print("\n".join(map(str, rows)))
     assert not extra
     gaps = await pg.fetchval(
@@ -90,7 +80,7 @@ async def _check_exactly_once(pg: asyncpg.Connection, interrupted: set[tuple[str
 async def test_sigkill_mid_parallel_steps(
     store: Store, pg: asyncpg.Connection, database_url: str, restart_same_worker: bool
 ) -> None:
-    await _start(store, 12, CRITICAL)
+    await start_incidents(store, 12, CRITICAL)
     env = {"RESOLUTE_TEST_SLEEP_DIAGNOSE": "1.5", "RESOLUTE_TEST_LEASE": "2"}
     first = WorkerProcess(database_url, "crash-a", **env)
     try:
@@ -123,12 +113,13 @@ async def test_sigkill_mid_parallel_steps(
 async def test_sigkill_while_runs_wait_on_timers(
     store: Store, pg: asyncpg.Connection, database_url: str
 ) -> None:
-    await _start(store, 8, MINOR)
+    await start_incidents(store, 8, MINOR)
     env = {"RESOLUTE_TEST_TIMER": "2", "RESOLUTE_TEST_LEASE": "2"}
     first = WorkerProcess(database_url, "timer-a", **env)
     try:
         await wait_until(
-            pg, "SELECT count(*) = 8 FROM flow_runs WHERE status = 'waiting' AND wake_at IS NOT NULL"
+            pg,
+            "SELECT count(*) = 8 FROM flow_runs WHERE status = 'waiting' AND wake_at IS NOT NULL",
         )
         first.kill()
     finally:

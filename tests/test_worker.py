@@ -9,10 +9,7 @@ import asyncpg
 import pytest
 
 from orchestrator import Client, Worker, WorkerConfig
-from tests.flows import close_pools, incident_flow
-
-CRITICAL = {"title": "DB down", "severity": "critical", "service": "db"}
-MINOR = {"title": "Slow page", "severity": "minor", "service": "web"}
+from tests.flows import CRITICAL, MINOR, close_pools, incident_flow
 
 
 @pytest.fixture
@@ -52,7 +49,13 @@ async def test_critical_incident_runs_every_branch(
     assert ("parallel.started", "parallel@1") in types
     started = [s for t, s in types if t == "step.started"]
     assert started == [
-        "event", "ticket", "notified", "diagnostics", "commented", "remediation", "resolved"
+        "event",
+        "ticket",
+        "notified",
+        "diagnostics",
+        "commented",
+        "remediation",
+        "resolved",
     ]
     assert types[-1] == ("run.completed", None)
     assert run.result.startswith("resolved OPS-")

@@ -25,7 +25,9 @@ class WorkerProcess:
             RESOLUTE_LOG_LEVEL="WARNING",
             **env,
         )
-        self.log = open(ROOT / ".pytest_cache" / f"worker-{worker_id}.log", "ab")  # noqa: SIM115
+        logs = ROOT / ".pytest_cache" / "workers"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log = open(logs / f"{worker_id}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orchestrator", "worker", "tests.flows:worker"],
             cwd=ROOT,
