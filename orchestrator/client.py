@@ -10,7 +10,7 @@ from typing import Any
 from . import events as ev
 from .database import create_engine, resolve_database_url
 from .errors import ResoluteError
-from .store import RunInfo, Store
+from .store import RunInfo, SignalResult, Store
 
 __all__ = ["Client", "RunTimeoutError"]
 
@@ -89,6 +89,33 @@ class Client:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.5)
+
+    async def signal(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        run_id: str | None = None,
+        correlation_key: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> SignalResult:
+        """Send a signal to one run, or to the runs of an incident (correlation key).
+
+        A signal that arrives before its wait is kept until the wait consumes it. A signal
+        not aimed at one run also starts the flows triggered by ``signal(name)``.
+        """
+        return await self.store.send_signal(
+            name,
+            payload,
+            run_id=run_id,
+            correlation_key=correlation_key,
+            idempotency_key=idempotency_key,
+            sent_by="client",
+        )
+
+    async def retry(self, run_id: str) -> bool:
+        """Send a failed run back to work from its failed step."""
+        return await self.store.retry(run_id, by="client")
 
     async def cancel(self, run_id: str, reason: str, *, by: str | None = "client") -> bool:
         """Cancel a run that has not ended; the worker driving it is fenced out."""

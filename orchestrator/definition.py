@@ -61,14 +61,16 @@ class TimerSpec:
 
 @dataclass(frozen=True, slots=True)
 class WaitSpec:
-    """Wait for a signal sent to this run (by id or correlation key)."""
+    """Wait for a signal sent to this run: by its id, or by its correlation key (or the
+    key ``correlate`` resolves to: a literal, ``Output(...)`` or callable of FlowState)."""
 
     signal: str
     timeout: float | None = None
     alias: str = ""
+    correlate: Any = None
 
     def as_(self, alias: str) -> WaitSpec:
-        return WaitSpec(self.signal, self.timeout, alias)
+        return WaitSpec(self.signal, self.timeout, alias, self.correlate)
 
 
 def _duration(
@@ -87,11 +89,13 @@ def timer(
     return TimerSpec(_duration(delta, seconds, minutes, hours, "timer()"))
 
 
-def wait_for_signal(name: str, *, timeout: timedelta | float | None = None) -> WaitSpec:
+def wait_for_signal(
+    name: str, *, timeout: timedelta | float | None = None, correlate: Any = None
+) -> WaitSpec:
     secs = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
     if secs is not None and secs <= 0:
         raise ValueError("wait_for_signal timeout must be positive")
-    return WaitSpec(name, secs)
+    return WaitSpec(name, secs, correlate=correlate)
 
 
 # --- the frozen tree ---------------------------------------------------------------------
@@ -124,6 +128,7 @@ class WaitStep:
     alias: str
     signal: str
     timeout: float | None
+    correlate: Any = None
     kind = "wait"
 
 
@@ -390,7 +395,7 @@ class _Builder:
         if isinstance(item, WaitSpec):
             alias = item.alias or item.signal
             self.claim_alias(alias)
-            return WaitStep(path, alias, item.signal, item.timeout)
+            return WaitStep(path, alias, item.signal, item.timeout, item.correlate)
         if isinstance(item, _WhenDraft):
             arms = []
             for k, (pred, label, body) in enumerate(item.arms):

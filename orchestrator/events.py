@@ -139,6 +139,7 @@ class SignalWaiting(_Event):
     type: Literal["signal.waiting"] = "signal.waiting"
     name: str
     timeout_at: datetime | None = None
+    correlation_key: str | None = None
 
 
 class SignalReceived(_Event):

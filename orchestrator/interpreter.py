@@ -9,6 +9,7 @@ The same function serves a fresh run, a resumed run and ``resolute replay``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
@@ -31,7 +32,19 @@ from .redaction import redact
 from .refs import resolve
 from .state import FlowState, RunState
 
-__all__ = ["Decision", "Execute", "check_compatible", "decide"]
+__all__ = ["Decision", "Execute", "InboxSignal", "check_compatible", "decide"]
+
+
+@dataclass(frozen=True, slots=True)
+class InboxSignal:
+    """A signal kept for this run (by id or correlation key), not yet consumed."""
+
+    id: int
+    name: str
+    payload: Any
+    sent_at: datetime | None = None
+    run_id: str | None = None
+    correlation_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +76,17 @@ class _S(Enum):
 
 
 class _Pass:
-    def __init__(self, definition: FlowDefinition, state: RunState, now: datetime) -> None:
+    def __init__(
+        self,
+        definition: FlowDefinition,
+        state: RunState,
+        now: datetime,
+        inbox: Sequence[InboxSignal],
+    ) -> None:
         self.definition = definition
         self.state = state
         self.now = now
+        self.inbox = inbox
         self.out = Decision(state=state)
         self.view = FlowState(state, definition)
         self.failure: str | None = None
@@ -156,12 +176,39 @@ class _Pass:
             timeout_at = (
                 self.now + timedelta(seconds=step.timeout) if step.timeout is not None else None
             )
+            try:
+                key = resolve(step.correlate, self.view)
+            except ReferenceResolutionError as exc:
+                return self.fail(f"wait {step.alias!r}: cannot resolve its correlation key: {exc}")
             self.emit(
                 ev.SignalWaiting(
-                    node_path=step.path, step=step.alias, name=step.signal, timeout_at=timeout_at
+                    node_path=step.path,
+                    step=step.alias,
+                    name=step.signal,
+                    timeout_at=timeout_at,
+                    correlation_key=None if key is None else str(key),
                 )
             )
-        timeout_at = self.state.waits[step.path]
+        wait = self.state.waits[step.path]
+        key = wait.correlation_key or self.state.correlation_key
+        consumed = {s.signal_id for s in self.state.signals}
+        for sig in self.inbox:
+            if (
+                sig.name == step.signal
+                and sig.id not in consumed
+                and (sig.run_id == self.state.run_id or (key and sig.correlation_key == key))
+            ):
+                self.emit(
+                    ev.SignalReceived(
+                        node_path=step.path,
+                        step=step.alias,
+                        name=sig.name,
+                        payload=sig.payload,
+                        signal_id=sig.id,
+                    )
+                )
+                return _S.DONE
+        timeout_at = wait.timeout_at
         if timeout_at is not None and timeout_at <= self.now:
             self.emit(ev.SignalTimedOut(node_path=step.path, step=step.alias, name=step.signal))
             return _S.DONE
@@ -240,11 +287,19 @@ def _nodes(steps: tuple[Step, ...]) -> list[NodeStep]:
     return [s for s in walk(steps) if isinstance(s, NodeStep)]
 
 
-def decide(definition: FlowDefinition, state: RunState, now: datetime) -> Decision:
-    """The events to append and the steps to run next. ``state`` is not modified."""
+def decide(
+    definition: FlowDefinition,
+    state: RunState,
+    now: datetime,
+    inbox: Sequence[InboxSignal] = (),
+) -> Decision:
+    """The events to append and the steps to run next. ``state`` is not modified.
+
+    ``inbox`` holds the signals kept for this run that its waits may consume.
+    """
     if state.terminal:
         return Decision(state=state)
-    p = _Pass(definition, state.copy(), now)
+    p = _Pass(definition, state.copy(), now, inbox)
     status = p.sequence(definition.steps)
     if status is _S.DONE:
         p.emit(ev.RunCompleted(result=p.state.last_output))

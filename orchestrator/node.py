@@ -104,11 +104,33 @@ class StepContext:
     state: FlowState
     logger: logging.LoggerAdapter[logging.Logger]
     providers: tuple[Provider, ...] = ()
+    signal_sender: Callable[..., Awaitable[int]] | None = None
 
     @property
     def idempotency_key(self) -> str:
         """Stable across attempts and crashes: the same step of the same run."""
         return f"{self.run_id}:{self.node_path}"
+
+    async def emit_signal(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        run_id: str | None = None,
+        correlation_key: str | None = None,
+    ) -> int:
+        """Send a signal from this step; a re-run of the step does not send it twice."""
+        if self.signal_sender is None:
+            raise ConfigurationError("signals can only be sent from a step run by a worker")
+        target = run_id or correlation_key or "*"
+        return await self.signal_sender(
+            name,
+            payload,
+            run_id=run_id,
+            correlation_key=correlation_key,
+            idempotency_key=f"{self.idempotency_key}:{name}:{target}",
+            sent_by=f"run:{self.run_id}",
+        )
 
     def provider(self, kind: type[P]) -> P:
         for p in self.providers:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -29,6 +30,8 @@ __all__ = [
     "flows",
     "metadata",
     "run_events",
+    "signals",
+    "webhook_deliveries",
     "workers",
 ]
 
@@ -145,3 +148,47 @@ workers = Table(
     Column("started_at", _tz(), nullable=False, server_default=text("now()")),
     Column("heartbeat_at", _tz(), nullable=False, server_default=text("now()")),
 )
+
+signals = Table(
+    "signals",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("run_id", UUID(as_uuid=False)),
+    Column("correlation_key", Text),
+    Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("idempotency_key", Text),
+    Column("sent_by", Text),
+    Column("sent_at", _tz(), nullable=False, server_default=text("now()")),
+    UniqueConstraint("idempotency_key", name="signals_idempotency_key"),
+)
+Index("signals_run", signals.c.run_id, signals.c.name)
+Index("signals_correlation", signals.c.correlation_key, signals.c.name)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("route", Text, nullable=False),
+    Column("delivery_id", Text, nullable=False),
+    Column("received_at", _tz(), nullable=False, server_default=text("now()")),
+    Column("headers", JSONB, nullable=False),
+    Column("body", JSONB),
+    Column("verification", Text, nullable=False),
+    Column("correlation_key", Text),
+    Column("run_ids", ARRAY(UUID(as_uuid=False)), nullable=False, server_default=text("'{}'")),
+    Column("signal_ids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'")),
+    Column("error", Text),
+    CheckConstraint(
+        "verification IN ('verified', 'failed', 'none')",
+        name="webhook_deliveries_verification_check",
+    ),
+)
+Index(
+    "webhook_deliveries_dedup",
+    webhook_deliveries.c.route,
+    webhook_deliveries.c.delivery_id,
+    unique=True,
+    postgresql_where=text("verification <> 'failed'"),
+)
+Index("webhook_deliveries_received", webhook_deliveries.c.received_at)

@@ -10,29 +10,43 @@ from __future__ import annotations
 from sqlalchemy import TextClause, text
 
 __all__ = [
+    "ACTIVE_RUN_BY_KEY",
     "APPEND",
     "CANCEL",
     "CANCEL_CHANNEL",
     "CLAIM",
+    "DELIVERY_BY_ID",
+    "DELIVERY_OUTCOME",
     "EVENTS",
     "EVENTS_FOR_RUNS",
     "FLOW",
     "FLOWS",
     "GET_RUN",
     "HEARTBEAT",
+    "INBOX",
     "LIST_RUNS",
     "NOTIFY_CHANNEL",
+    "QUEUE_DEPTH",
     "RECLAIM_OWN",
+    "RECORD_DELIVERY",
     "RECOVER_EXPIRED",
     "REGISTER_FLOW",
     "RELEASE_ALL",
     "RELEASE_RUN",
+    "RETRY_RUN",
     "RUN_BY_IDEMPOTENCY_KEY",
+    "RUN_COUNTS",
+    "SCHEMA_VERSION",
+    "SEND_SIGNAL",
+    "SIGNAL_BY_IDEMPOTENCY_KEY",
+    "SIGNAL_CHANNEL",
+    "SIGNAL_FLOWS",
     "START_RUN",
 ]
 
 NOTIFY_CHANNEL = "resolute_runnable"
 CANCEL_CHANNEL = "resolute_cancelled"
+SIGNAL_CHANNEL = "resolute_signal"
 _ACTIVE = "('pending', 'running', 'waiting')"
 _TERMINAL = "('completed', 'failed', 'cancelled')"
 _RUN_COLUMNS = (
@@ -223,13 +237,124 @@ UPDATE flow_runs
 
 GET_RUN = _sql(f"SELECT {_RUN_COLUMNS} FROM flow_runs WHERE run_id = CAST(:run_id AS uuid)")
 
+# Keyset paging, newest first: the cursor is the last row's (created_at, run_id).
 LIST_RUNS = _sql(
     f"""
 SELECT {_RUN_COLUMNS} FROM flow_runs
  WHERE (CAST(:flow AS text) IS NULL OR flow = :flow)
    AND (CAST(:status AS text) IS NULL OR status = :status)
    AND (CAST(:correlation_key AS text) IS NULL OR correlation_key = :correlation_key)
- ORDER BY created_at DESC, run_id
+   AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since)
+   AND (CAST(:until AS timestamptz) IS NULL OR created_at < :until)
+   AND (CAST(:after_created AS timestamptz) IS NULL
+        OR (created_at, run_id) < (:after_created, CAST(:after_run AS uuid)))
+ ORDER BY created_at DESC, run_id DESC
  LIMIT :limit
 """
 )
+
+# A failed run goes back to work from its failed step; the new last_seq fences out
+# anything still holding the old log position.
+RETRY_RUN = _sql(
+    f"""
+WITH fence AS (
+    UPDATE flow_runs
+       SET status = 'running', error = NULL, lease_owner = NULL, lease_token = NULL,
+           wake_at = NULL, completed_at = NULL, last_seq = last_seq + 1, updated_at = now()
+     WHERE run_id = CAST(:run_id AS uuid) AND status = 'failed'
+    RETURNING run_id, last_seq, task_queue
+)
+INSERT INTO run_events (run_id, seq, type, data, worker_id)
+SELECT run_id, last_seq, 'run.resumed', CAST(:data AS jsonb), :by FROM fence
+RETURNING seq, pg_notify('{NOTIFY_CHANNEL}', (SELECT task_queue FROM fence))
+"""
+)
+
+# Signals: kept in the inbox until a run's wait consumes them (recorded in its log).
+SEND_SIGNAL = _sql(
+    f"""
+WITH sig AS (
+    INSERT INTO signals (name, run_id, correlation_key, payload, idempotency_key, sent_by)
+    VALUES (:name, CAST(:run_id AS uuid), :correlation_key, CAST(:payload AS jsonb),
+            :idempotency_key, :sent_by)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, run_id, correlation_key
+), woken AS (
+    UPDATE flow_runs r SET wake_at = now(), updated_at = now()
+      FROM sig
+     WHERE r.status = 'waiting'
+       AND (r.run_id = sig.run_id OR r.correlation_key = sig.correlation_key)
+    RETURNING r.run_id, pg_notify('{NOTIFY_CHANNEL}', r.task_queue)
+)
+SELECT id, pg_notify('{SIGNAL_CHANNEL}', COALESCE(CAST(run_id AS text), 'key:' || correlation_key)),
+       (SELECT count(*) FROM woken) AS woken
+  FROM sig
+"""
+)
+
+SIGNAL_BY_IDEMPOTENCY_KEY = _sql("SELECT id FROM signals WHERE idempotency_key = :idempotency_key")
+
+SIGNAL_FLOWS = _sql(
+    """
+SELECT name FROM flows
+ WHERE shape -> 'triggers'
+       @> jsonb_build_array(jsonb_build_object('kind', 'signal', 'name', CAST(:name AS text)))
+ ORDER BY name
+"""
+)
+
+INBOX = _sql(
+    """
+SELECT id, name, run_id, correlation_key, payload, sent_at FROM signals
+ WHERE name = ANY(CAST(:names AS text[]))
+   AND (run_id = CAST(:run_id AS uuid) OR correlation_key = ANY(CAST(:keys AS text[])))
+   AND id <> ALL(CAST(:consumed AS bigint[]))
+ ORDER BY id
+"""
+)
+
+ACTIVE_RUN_BY_KEY = _sql(
+    f"""
+SELECT run_id FROM flow_runs
+ WHERE flow = :flow AND correlation_key = :correlation_key AND status IN {_ACTIVE}
+ ORDER BY created_at LIMIT 1
+"""
+)
+
+RECORD_DELIVERY = _sql(
+    """
+INSERT INTO webhook_deliveries (route, delivery_id, headers, body, verification,
+                                correlation_key, error)
+VALUES (:route, :delivery_id, CAST(:headers AS jsonb), CAST(:body AS jsonb), :verification,
+        :correlation_key, :error)
+ON CONFLICT (route, delivery_id) WHERE verification <> 'failed' DO NOTHING
+RETURNING id
+"""
+)
+
+DELIVERY_BY_ID = _sql(
+    """
+SELECT id, run_ids, signal_ids FROM webhook_deliveries
+ WHERE route = :route AND delivery_id = :delivery_id AND verification <> 'failed'
+"""
+)
+
+DELIVERY_OUTCOME = _sql(
+    """
+UPDATE webhook_deliveries
+   SET run_ids = CAST(:run_ids AS uuid[]), signal_ids = CAST(:signal_ids AS bigint[])
+ WHERE id = :id
+"""
+)
+
+RUN_COUNTS = _sql("SELECT flow, status, count(*) AS n FROM flow_runs GROUP BY flow, status")
+
+QUEUE_DEPTH = _sql(
+    f"""
+SELECT task_queue, count(*) AS n FROM flow_runs
+ WHERE lease_owner IS NULL AND status IN {_ACTIVE} AND (status <> 'waiting' OR wake_at <= now())
+ GROUP BY task_queue
+"""
+)
+
+SCHEMA_VERSION = _sql("SELECT version_num FROM alembic_version")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from pydantic import TypeAdapter
@@ -20,7 +20,15 @@ from .refs import INPUT_ALIAS
 if TYPE_CHECKING:
     from .definition import FlowDefinition
 
-__all__ = ["FlowState", "RunState", "SignalRecord", "StepRecord", "TimerRecord", "fold"]
+__all__ = [
+    "FlowState",
+    "RunState",
+    "SignalRecord",
+    "StepRecord",
+    "TimerRecord",
+    "WaitRecord",
+    "fold",
+]
 
 T = TypeVar("T")
 
@@ -51,6 +59,14 @@ class SignalRecord:
     payload: Any
     node_path: str | None
     received_at: datetime | None
+    signal_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitRecord:
+    name: str
+    timeout_at: datetime | None
+    correlation_key: str | None
 
 
 @dataclass(slots=True)
@@ -64,12 +80,13 @@ class RunState:
     correlation_key: str | None = None
     status: str = "pending"
     last_seq: int = 0
+    last_event: str = ""
     steps: dict[str, StepRecord] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     branches: dict[str, int] = field(default_factory=dict)
     parallels: dict[str, str] = field(default_factory=dict)
     timers: dict[str, TimerRecord] = field(default_factory=dict)
-    waits: dict[str, datetime | None] = field(default_factory=dict)  # path -> timeout_at
+    waits: dict[str, WaitRecord] = field(default_factory=dict)
     signals: list[SignalRecord] = field(default_factory=list)
     last_output: Any = None  # of the step that completed last: the run's default result
     result: Any = None
@@ -97,6 +114,7 @@ class RunState:
     def apply(self, e: ev.Event) -> None:
         if e.seq is not None:
             self.last_seq = e.seq
+        self.last_event = e.type
         path = e.node_path or ""
         match e:
             case ev.RunStarted():
@@ -104,10 +122,16 @@ class RunState:
                 self.correlation_key = e.correlation_key
                 self.status, self.started_at = "running", e.recorded_at
             case ev.RunResumed():
-                self.status = "running"
+                self.status, self.error = "running", None
                 for rec in self.steps.values():
                     if rec.status == "running":
                         rec.interrupted = True
+                    elif e.reason == "retry-run" and rec.status in ("failed", "cancelled"):
+                        # An operator's retry: the failed steps start over, full budget.
+                        rec.status, rec.failures = "retrying", 0
+                        rec.next_attempt_at = e.recorded_at or datetime.min.replace(tzinfo=UTC)
+                if e.reason == "retry-run":
+                    self.parallels = {p: s for p, s in self.parallels.items() if s != "failed"}
             case ev.StepStarted():
                 old = self.steps.get(path)
                 self.steps[path] = StepRecord(
@@ -141,13 +165,17 @@ class RunState:
             case ev.TimerFired():
                 self.timers[path].fired = True
             case ev.SignalWaiting():
-                self.waits[path] = e.timeout_at
+                self.waits[path] = WaitRecord(e.name, e.timeout_at, e.correlation_key)
             case ev.SignalReceived():
-                self.signals.append(SignalRecord(e.name, e.payload, e.node_path, e.recorded_at))
+                self.signals.append(
+                    SignalRecord(e.name, e.payload, e.node_path, e.recorded_at, e.signal_id)
+                )
                 if e.node_path is not None:
-                    self.outputs[e.step or e.name] = {"received": True, "payload": e.payload}
+                    out = {"received": True, "payload": e.payload}
+                    self.outputs[e.step or e.name] = self.last_output = out
             case ev.SignalTimedOut():
-                self.outputs[e.step or e.name] = {"received": False, "payload": None}
+                out = {"received": False, "payload": None}
+                self.outputs[e.step or e.name] = self.last_output = out
             case ev.RunCompleted():
                 self.status, self.result, self.ended_at = "completed", e.result, e.recorded_at
             case ev.RunFailed():

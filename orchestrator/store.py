@@ -7,20 +7,30 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import events as ev
 from . import sql
 from .errors import LeaseLostError, RunNotFoundError, UnknownFlowError
+from .interpreter import InboxSignal
 
-__all__ = ["Claim", "Projection", "RunInfo", "Store"]
+__all__ = [
+    "Claim",
+    "DeliveryResult",
+    "DeliveryTarget",
+    "Projection",
+    "RunInfo",
+    "SignalResult",
+    "Store",
+]
 
 
 class RunInfo(BaseModel):
@@ -66,6 +76,30 @@ class Projection:
     release: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryTarget:
+    """A flow listening on a webhook route."""
+
+    flow: str
+    deliver_to_active: bool = False
+    signal_name: str | None = None  # the event type, when delivered to an active run
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    delivery: int
+    duplicate: bool
+    run_ids: list[str] = field(default_factory=list)
+    signal_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SignalResult:
+    signal_id: int
+    duplicate: bool
+    started: list[str] = field(default_factory=list)  # runs of signal-triggered flows
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
@@ -95,14 +129,6 @@ class Store:
             },
         )
 
-    async def flow(self, name: str) -> tuple[str, str]:
-        """(task_queue, fingerprint) of a registered flow."""
-        rows = await self._rows(sql.FLOW, {"name": name})
-        if not rows:
-            known = [r.name for r in await self._rows(sql.FLOWS, {})]
-            raise UnknownFlowError(name, known)
-        return rows[0].task_queue, rows[0].fingerprint
-
     async def start_run(
         self,
         flow: str,
@@ -114,7 +140,26 @@ class Store:
         trigger: str = "manual",
     ) -> tuple[str, bool]:
         """(run_id, created). A known idempotency key returns the existing run."""
-        task_queue, fingerprint = await self.flow(flow)
+        async with self.engine.connect() as conn:
+            return await self._start_run(
+                conn, flow, input, idempotency_key, correlation_key, parent_run_id, trigger
+            )
+
+    async def _start_run(
+        self,
+        conn: AsyncConnection,
+        flow: str,
+        input: Any,
+        idempotency_key: str | None,
+        correlation_key: str | None,
+        parent_run_id: str | None,
+        trigger: str,
+    ) -> tuple[str, bool]:
+        rows = (await conn.execute(sql.FLOW, {"name": flow})).all()
+        if not rows:
+            known = [r.name for r in (await conn.execute(sql.FLOWS)).all()]
+            raise UnknownFlowError(flow, known)
+        task_queue, fingerprint = rows[0].task_queue, rows[0].fingerprint
         run_id = str(uuid.uuid4())
         started = ev.RunStarted(
             flow=flow,
@@ -136,13 +181,23 @@ class Store:
             "parent_run_id": parent_run_id,
             "data": ev.event_data(started),
         }
-        rows = await self._rows(sql.START_RUN, params)
+        rows = (await conn.execute(sql.START_RUN, params)).all()
         if rows:
             return str(rows[0].run_id), True
-        existing = await self._rows(
-            sql.RUN_BY_IDEMPOTENCY_KEY, {"flow": flow, "idempotency_key": idempotency_key}
-        )
+        existing = (
+            await conn.execute(
+                sql.RUN_BY_IDEMPOTENCY_KEY, {"flow": flow, "idempotency_key": idempotency_key}
+            )
+        ).all()
         return str(existing[0].run_id), False
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        """Several statements that must commit together (the engine is autocommit)."""
+        async with self.engine.connect() as conn:
+            tx_conn = await conn.execution_options(isolation_level="READ COMMITTED")
+            async with tx_conn.begin():
+                yield tx_conn
 
     async def get_run(self, run_id: str) -> RunInfo:
         try:
@@ -159,13 +214,23 @@ class Store:
         flow: str | None = None,
         status: str | None = None,
         correlation_key: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
         limit: int = 50,
     ) -> list[RunInfo]:
-        rows = await self._rows(
-            sql.LIST_RUNS,
-            {"flow": flow, "status": status, "correlation_key": correlation_key, "limit": limit},
-        )
-        return [_run_info(r) for r in rows]
+        """Newest first; ``after`` is the (created_at, run_id) of the last row seen."""
+        params = {
+            "flow": flow,
+            "status": status,
+            "correlation_key": correlation_key,
+            "since": since,
+            "until": until,
+            "after_created": after[0] if after else None,
+            "after_run": after[1] if after else None,
+            "limit": limit,
+        }
+        return [_run_info(r) for r in await self._rows(sql.LIST_RUNS, params)]
 
     async def events(self, run_id: str, after: int = 0) -> list[ev.Event]:
         rows = await self._rows(sql.EVENTS, {"run_id": run_id, "after": after})
@@ -179,6 +244,182 @@ class Store:
             sql.CANCEL, {"run_id": run_id, "reason": reason, "data": data, "by": by}
         )
         return bool(rows)
+
+    async def retry(self, run_id: str, by: str | None) -> bool:
+        """Send a failed run back to work from its failed step. False if it had not failed."""
+        await self.get_run(run_id)
+        data = ev.event_data(ev.RunResumed(reason="retry-run", previous_worker=by))
+        rows = await self._rows(sql.RETRY_RUN, {"run_id": run_id, "data": data, "by": by})
+        return bool(rows)
+
+    # --- signals and webhook deliveries -----------------------------------------------
+
+    async def send_signal(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        run_id: str | None = None,
+        correlation_key: str | None = None,
+        idempotency_key: str | None = None,
+        sent_by: str | None = None,
+    ) -> SignalResult:
+        """Keep a signal for its run(s); a signal not aimed at one run also starts the
+        flows triggered by it. All in one transaction: nothing half-sent."""
+        if run_id is not None:
+            await self.get_run(run_id)
+        async with self._transaction() as conn:
+            return await self._send_signal(
+                conn, name, payload, run_id, correlation_key, idempotency_key, sent_by
+            )
+
+    async def _send_signal(
+        self,
+        conn: AsyncConnection,
+        name: str,
+        payload: Any,
+        run_id: str | None,
+        correlation_key: str | None,
+        idempotency_key: str | None,
+        sent_by: str | None,
+    ) -> SignalResult:
+        params = {
+            "name": name,
+            "run_id": run_id,
+            "correlation_key": correlation_key,
+            "payload": _dumps(payload),
+            "idempotency_key": idempotency_key,
+            "sent_by": sent_by,
+        }
+        rows = (await conn.execute(sql.SEND_SIGNAL, params)).all()
+        if not rows:
+            found = await conn.execute(
+                sql.SIGNAL_BY_IDEMPOTENCY_KEY, {"idempotency_key": idempotency_key}
+            )
+            return SignalResult(int(found.scalar_one()), duplicate=True)
+        signal_id = int(rows[0].id)
+        started: list[str] = []
+        if run_id is None:
+            for flow in (await conn.execute(sql.SIGNAL_FLOWS, {"name": name})).scalars():
+                rid, _ = await self._start_run(
+                    conn, flow, payload, f"signal:{signal_id}", correlation_key, None, "signal"
+                )
+                started.append(rid)
+        return SignalResult(signal_id, duplicate=False, started=started)
+
+    async def inbox(
+        self, run_id: str, keys: list[str], names: list[str], consumed: list[int]
+    ) -> list[InboxSignal]:
+        params = {"run_id": run_id, "keys": keys, "names": names, "consumed": consumed}
+        return [
+            InboxSignal(
+                r.id,
+                r.name,
+                r.payload,
+                r.sent_at,
+                None if r.run_id is None else str(r.run_id),
+                r.correlation_key,
+            )
+            for r in await self._rows(sql.INBOX, params)
+        ]
+
+    async def record_delivery(
+        self,
+        *,
+        route: str,
+        delivery_id: str,
+        headers: dict[str, str],
+        body: Any,
+        verification: str,
+        correlation_key: str | None,
+        targets: Sequence[DeliveryTarget],
+    ) -> DeliveryResult:
+        """Store an accepted delivery and start (or signal) its runs, atomically.
+
+        A redelivery (same route and delivery id) returns the first delivery's runs.
+        """
+        async with self._transaction() as conn:
+            params = {
+                "route": route,
+                "delivery_id": delivery_id,
+                "headers": _dumps(headers),
+                "body": _dumps(body),
+                "verification": verification,
+                "correlation_key": correlation_key,
+                "error": None,
+            }
+            new = (await conn.execute(sql.RECORD_DELIVERY, params)).all()
+            if not new:
+                old = (
+                    await conn.execute(
+                        sql.DELIVERY_BY_ID, {"route": route, "delivery_id": delivery_id}
+                    )
+                ).one()
+                return DeliveryResult(
+                    old.id, True, [str(r) for r in old.run_ids], list(old.signal_ids)
+                )
+            delivery = int(new[0].id)
+            run_ids: list[str] = []
+            signal_ids: list[int] = []
+            for t in targets:
+                key = f"webhook:{route}:{delivery_id}"
+                active = None
+                if t.deliver_to_active and correlation_key is not None:
+                    found = await conn.execute(
+                        sql.ACTIVE_RUN_BY_KEY, {"flow": t.flow, "correlation_key": correlation_key}
+                    )
+                    active = found.scalar()
+                if active is not None:
+                    sent = await self._send_signal(
+                        conn,
+                        t.signal_name or "webhook",
+                        body,
+                        str(active),
+                        correlation_key,
+                        f"{key}:{t.flow}",
+                        "webhook",
+                    )
+                    signal_ids.append(sent.signal_id)
+                else:
+                    rid, _ = await self._start_run(
+                        conn, t.flow, body, key, correlation_key, None, "webhook"
+                    )
+                    run_ids.append(rid)
+            await conn.execute(
+                sql.DELIVERY_OUTCOME,
+                {"id": delivery, "run_ids": run_ids, "signal_ids": signal_ids},
+            )
+            return DeliveryResult(delivery, False, run_ids, signal_ids)
+
+    async def record_rejected_delivery(
+        self, *, route: str, delivery_id: str, headers: dict[str, str], error: str
+    ) -> None:
+        """A delivery that failed verification: kept for the audit, body not stored."""
+        params = {
+            "route": route,
+            "delivery_id": delivery_id,
+            "headers": _dumps(headers),
+            "body": None,
+            "verification": "failed",
+            "correlation_key": None,
+            "error": error,
+        }
+        await self._exec(sql.RECORD_DELIVERY, params)
+
+    # --- operations -------------------------------------------------------------------
+
+    async def run_counts(self) -> list[tuple[str, str, int]]:
+        return [(r.flow, r.status, r.n) for r in await self._rows(sql.RUN_COUNTS, {})]
+
+    async def queue_depth(self) -> dict[str, int]:
+        return {r.task_queue: r.n for r in await self._rows(sql.QUEUE_DEPTH, {})}
+
+    async def schema_version(self) -> str | None:
+        try:
+            rows = await self._rows(sql.SCHEMA_VERSION, {})
+        except DBAPIError:
+            return None
+        return rows[0].version_num if rows else None
 
     # --- worker side ---------------------------------------------------------------
 

@@ -18,9 +18,11 @@ import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from . import events as ev
 from .database import (
@@ -34,12 +36,13 @@ from .database import (
 from .definition import Flow, FlowDefinition, NodeStep
 from .errors import FlowMismatchError, LeaseLostError, ResoluteError
 from .executor import execute
-from .interpreter import Decision, check_compatible, decide
+from .interpreter import Decision, Execute, check_compatible, decide
 from .logs import logger_for
 from .node import Provider, StepContext
-from .sql import CANCEL_CHANNEL, NOTIFY_CHANNEL
+from .sql import CANCEL_CHANNEL, NOTIFY_CHANNEL, SIGNAL_CHANNEL
 from .state import FlowState, RunState, fold
 from .store import Claim, Projection, Store
+from .triggers import ScheduleTrigger, SignalTrigger, WebhookTrigger
 
 __all__ = ["Worker", "WorkerConfig"]
 
@@ -62,6 +65,7 @@ class WorkerConfig:
     pool_size: int = 10
     auto_migrate: bool = True
     claim_batch: int = 50
+    schedules: bool = True  # fire the flows' cron triggers from this process
 
     def identity(self) -> str:
         return (
@@ -84,6 +88,7 @@ class _Driver:
     state: RunState
     seq: int
     tasks: dict[str, asyncio.Task[ev.Event]] = field(default_factory=dict)
+    poke: asyncio.Event = field(default_factory=asyncio.Event)  # a signal arrived
 
 
 class Worker:
@@ -95,6 +100,7 @@ class Worker:
         self.store: Store | None = None
         self.database_url: str | None = None
         self._drivers: dict[str, asyncio.Task[None]] = {}
+        self._live: dict[str, _Driver] = {}
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._claimer: asyncio.Task[None] | None = None
@@ -156,6 +162,16 @@ class Worker:
         self._scheduler.add_job(
             self._recover, "interval", seconds=self.config.lease_seconds / 3, max_instances=1
         )
+        for d in self.flows.values():
+            for t in d.triggers:
+                if isinstance(t, ScheduleTrigger) and self.config.schedules:
+                    self._scheduler.add_job(
+                        self._fire_schedule,
+                        CronTrigger.from_crontab(t.cron, timezone=t.timezone),
+                        args=[d.name, t],
+                        misfire_grace_time=30,
+                        coalesce=True,
+                    )
         self._scheduler.start()
         owned = await self.store.reclaim_own(self.worker_id, list(self.flows))
         await self._spawn(owned)
@@ -203,6 +219,7 @@ class Worker:
             self._listener = await asyncpg.connect(asyncpg_dsn(url))
             await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
             await self._listener.add_listener(CANCEL_CHANNEL, self._on_cancel)
+            await self._listener.add_listener(SIGNAL_CHANNEL, self._on_signal)
         except (OSError, asyncpg.PostgresError) as exc:
             self._log.warning("LISTEN unavailable (%s); polling only", exc)
 
@@ -213,6 +230,42 @@ class Worker:
         task = self._drivers.get(run_id)
         if task is not None:
             task.cancel()
+
+    def _on_signal(self, _conn: Any, _pid: int, _channel: str, target: str) -> None:
+        """Poke runs in memory that may be waiting for this signal."""
+        key = target[4:] if target.startswith("key:") else None
+        for d in self._live.values():
+            st = d.state
+            if d.claim.run_id == target or (
+                key is not None
+                and (
+                    st.correlation_key == key
+                    or any(w.correlation_key == key for w in st.waits.values())
+                )
+            ):
+                d.poke.set()
+
+    async def _send_signal(self, name: str, payload: Any, **kw: Any) -> int:
+        assert self.store is not None
+        return (await self.store.send_signal(name, payload, **kw)).signal_id
+
+    async def _fire_schedule(self, flow: str, trigger: ScheduleTrigger) -> None:
+        """One run per fire, however many replicas fire: the key names the minute."""
+        assert self.store is not None
+        fire = datetime.now(ZoneInfo(trigger.timezone)).replace(second=0, microsecond=0)
+        at = fire.astimezone(UTC).isoformat()
+        try:
+            run_id, created = await self.store.start_run(
+                flow,
+                {"scheduled_at": at, "cron": trigger.cron},
+                idempotency_key=f"schedule:{flow}:{at}",
+                trigger="schedule",
+            )
+        except Exception as exc:
+            self._log.warning("scheduled start of %s at %s failed: %s", flow, at, exc)
+            return
+        if created:
+            self._log.info("schedule started %s run %s for %s", flow, run_id, at)
 
     async def _heartbeat(self) -> None:
         assert self.store is not None
@@ -279,6 +332,7 @@ class Worker:
         definition = self.flows[claim.flow]
         state = fold(log_events, claim.run_id)
         d = _Driver(claim, definition, state, claim.last_seq)
+        self._live[claim.run_id] = d
         previous = log_events[-1].worker_id if log_events else None
         try:
             await self._loop(d, rlog, previous)
@@ -289,6 +343,7 @@ class Worker:
         except Exception:
             rlog.exception("driving the run failed; it will be retried after lease expiry")
         finally:
+            self._live.pop(claim.run_id, None)
             for task in d.tasks.values():
                 task.cancel()
             if d.tasks:
@@ -297,36 +352,42 @@ class Worker:
     async def _loop(
         self, d: _Driver, rlog: logging.LoggerAdapter[logging.Logger], previous: str | None
     ) -> None:
-        pending: list[ev.Event] = []
         try:
             check_compatible(d.definition, d.state)
         except FlowMismatchError as exc:
             rlog.error("%s", exc)
-            await self._append(
-                d, [ev.RunFailed(error=str(exc))], Projection("failed", error=str(exc))
-            )
+            failed = ev.RunFailed(error=str(exc))
+            await self._append(d, [failed], Projection("failed", error=str(exc)))
             return
-        if d.seq > 1 or d.claim.prior_status != "pending":
-            pending.append(self._resumed(d, previous))
+        outcomes: list[ev.Event] = []
+        resumed = None
+        last = d.state.last_event
+        if (d.seq > 1 or d.claim.prior_status != "pending") and last != "run.resumed":
+            resumed = self._resumed(d, previous)
+            d.state.apply(resumed)
         while True:
             now = _now()
-            for e in pending:
+            for e in outcomes:
                 d.state.apply(e)
-            decision = decide(d.definition, d.state, now)
+            decision = await self._decide(d, now)
+            # A wake-up that changes nothing (an unrelated signal, an early timer) leaves
+            # no trace: the run.resumed goes out only with something it led to.
+            batch = outcomes + decision.events
+            if resumed is not None and decision.events:
+                batch.insert(0, resumed)
+            resumed, outcomes = None, []
             cancelled = {
                 e.node_path
                 for e in decision.events
                 if isinstance(e, ev.StepCancelled) and e.node_path is not None
             }
             in_flight = (set(d.tasks) - cancelled) | {x.step.path for x in decision.execute}
-            stopping = self._stopping.is_set()
             hold = (
-                not stopping
+                not self._stopping.is_set()
                 and decision.wake_at is not None
                 and (decision.wake_at - now).total_seconds() <= self.config.hold_seconds
             )
-            projection = _projection(decision, bool(in_flight), hold or bool(in_flight))
-            batch = pending + decision.events
+            projection = _projection(decision, bool(in_flight), hold)
             if batch:
                 await self._append(d, batch, projection)
             elif projection.release:
@@ -335,40 +396,72 @@ class Worker:
                     d.claim.run_id, d.claim.lease_token, projection.status, projection.wake_at
                 )
             d.state = decision.state or d.state
-            pending = []
             for path in cancelled:
                 if (task := d.tasks.pop(path, None)) is not None:
                     task.cancel()
             for job in decision.execute:
-                d.tasks[job.step.path] = asyncio.create_task(self._run_step(d, job, rlog))
+                d.tasks[job.step.path] = asyncio.create_task(self._run_step(d, job))
             if d.state.terminal:
                 rlog.info("run %s", d.state.status)
                 return
             if projection.release:
                 return
-            if not d.tasks:
-                assert decision.wake_at is not None
-                await asyncio.sleep(max(0.0, (decision.wake_at - _now()).total_seconds()))
-                continue
-            timeout = None
-            if decision.wake_at is not None:
-                timeout = max(0.0, (decision.wake_at - _now()).total_seconds())
-            done, _ = await asyncio.wait(
-                list(d.tasks.values()), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            for path, task in list(d.tasks.items()):
-                if task in done:
-                    del d.tasks[path]
-                    pending.append(task.result())
-            if self._stopping.is_set() and pending:
-                # Record what finished, hand the run back; the next owner continues it.
-                for e in pending:
+            outcomes = await self._next_outcomes(d, decision.wake_at)
+            if self._stopping.is_set() and outcomes:
+                # Record what finished and hand the run back; the next owner continues it.
+                for e in outcomes:
                     d.state.apply(e)
                 status = "running" if d.tasks else "waiting"
-                await self._append(d, pending, Projection(status, release=not d.tasks))
-                pending = []
+                await self._append(d, outcomes, Projection(status, release=not d.tasks))
+                outcomes = []
                 if not d.tasks:
                     return
+
+    async def _next_outcomes(self, d: _Driver, wake_at: datetime | None) -> list[ev.Event]:
+        """Wait for steps to finish, the next wake-up time, or a signal for this run."""
+        timeout = None if wake_at is None else max(0.0, (wake_at - _now()).total_seconds())
+        d.poke.clear()
+        waiters: list[asyncio.Future[Any]] = [*d.tasks.values()]
+        poke = asyncio.ensure_future(d.poke.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [*waiters, poke], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            poke.cancel()
+        outcomes = []
+        for path, task in list(d.tasks.items()):
+            if task in done:
+                del d.tasks[path]
+                outcomes.append(task.result())
+        return outcomes
+
+    async def _decide(self, d: _Driver, now: datetime) -> Decision:
+        """``decide``, consulting the signal inbox when the run waits for a signal."""
+        decision = decide(d.definition, d.state, now)
+        st = decision.state
+        assert st is not None and self.store is not None
+        open_waits = [
+            w for p, w in st.waits.items() if d.definition.index[p].alias not in st.outputs
+        ]
+        if st.terminal or not open_waits:
+            return decision
+        keys = {w.correlation_key or st.correlation_key for w in open_waits} - {None}
+        inbox = await self.store.inbox(
+            d.claim.run_id,
+            sorted(k for k in keys if k),
+            sorted({w.name for w in open_waits}),
+            [s.signal_id for s in st.signals if s.signal_id is not None],
+        )
+        if not inbox:
+            return decision
+        more = decide(d.definition, st, now, inbox)
+        return Decision(
+            events=decision.events + more.events,
+            execute=decision.execute + more.execute,
+            wake_at=more.wake_at,
+            state=more.state,
+        )
 
     def _resumed(self, d: _Driver, previous: str | None) -> ev.RunResumed:
         prior = d.claim.prior_status
@@ -391,9 +484,7 @@ class Worker:
         )
         d.seq += len(batch)
 
-    async def _run_step(
-        self, d: _Driver, job: Any, rlog: logging.LoggerAdapter[logging.Logger]
-    ) -> ev.Event:
+    async def _run_step(self, d: _Driver, job: Execute) -> ev.Event:
         step: NodeStep = job.step
         ctx = StepContext(
             run_id=d.claim.run_id,
@@ -410,23 +501,28 @@ class Worker:
                 attempt=job.attempt,
             ),
             providers=self.providers,
+            signal_sender=self._send_signal,
         )
         rec = d.state.steps.get(step.path)
         return await execute(job, ctx, rec.failures if rec else 0)
 
 
-def _projection(decision: Decision, in_flight: bool, keep: bool) -> Projection:
+def _projection(decision: Decision, in_flight: bool, hold: bool) -> Projection:
+    """``flow_runs`` after this boundary; a run with nothing in flight leaves memory
+    unless it wakes again within ``hold_seconds``."""
     st = decision.state
     assert st is not None
     if st.terminal:
         return Projection(st.status, result=st.result, error=st.error, release=True)
     if in_flight:
         return Projection("running", wake_at=decision.wake_at)
-    return Projection("waiting", wake_at=decision.wake_at, release=not keep)
+    return Projection("waiting", wake_at=decision.wake_at, release=not hold)
 
 
-def _shape(definition: FlowDefinition) -> list[dict[str, Any]]:
-    return [
+def _shape(definition: FlowDefinition) -> dict[str, Any]:
+    """What ``flows.shape`` records: the steps and the triggers (signal triggers are
+    looked up there when a signal is sent)."""
+    steps = [
         {
             "path": s.path,
             "kind": s.kind,
@@ -435,3 +531,14 @@ def _shape(definition: FlowDefinition) -> list[dict[str, Any]]:
         }
         for s in definition.index.values()
     ]
+    triggers: list[dict[str, Any]] = []
+    for t in definition.triggers:
+        if isinstance(t, WebhookTrigger):
+            triggers.append({"kind": t.kind, "path": t.path})
+        elif isinstance(t, ScheduleTrigger):
+            triggers.append({"kind": t.kind, "cron": t.cron, "timezone": t.timezone})
+        elif isinstance(t, SignalTrigger):
+            triggers.append({"kind": t.kind, "name": t.name})
+        else:
+            triggers.append({"kind": t.kind})
+    return {"steps": steps, "triggers": triggers}

@@ -1,0 +1,217 @@
+"""Signals: before and after the wait, timeouts, correlation keys, signal triggers,
+signals sent by steps, exactly-once delivery into a run's log; retry of failed runs;
+cron schedules fired by two workers at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from orchestrator import (
+    Client,
+    Flow,
+    FlowState,
+    NonRetryableError,
+    StepContext,
+    Worker,
+    WorkerConfig,
+    node,
+    schedule,
+    signal,
+    wait_for_signal,
+)
+from orchestrator import events as ev
+from tests.workers import wait_until
+
+
+@node("slow-start")
+async def slow_start(x: dict[str, Any]) -> str:
+    await asyncio.sleep(0.5)
+    return "started"
+
+
+@node("escalate")
+async def escalate(x: dict[str, Any]) -> str:
+    return "escalated"
+
+
+@node("announce")
+async def announce(ctx: StepContext, x: dict[str, Any]) -> str:
+    await ctx.emit_signal("incident.acknowledged", {"by": "bot"}, correlation_key="P-emit")
+    return "sent"
+
+
+@node("postmortem")
+async def postmortem(x: dict[str, Any]) -> dict[str, Any]:
+    return {"page": f"PM for {x['incident']}"}
+
+
+FIXED = {"broken": True}
+
+
+@node("fragile")
+async def fragile(x: dict[str, Any]) -> str:
+    if FIXED["broken"]:
+        raise NonRetryableError("Jira said 400: priority 'P0' unknown")
+    return "ok"
+
+
+def not_acked(s: FlowState) -> bool:
+    return not s.get("ack")["received"]
+
+
+FLOWS = [
+    Flow("ack-wait")
+    .then(wait_for_signal("incident.acknowledged", timeout=1.0).as_("ack"))
+    .when(not_acked)
+    .then(escalate.as_("escalation"))
+    .end_when(),
+    Flow("late-wait")
+    .then(slow_start.as_("first"))
+    .then(wait_for_signal("go", timeout=30).as_("go")),
+    Flow("twice")
+    .then(wait_for_signal("go", timeout=30).as_("one"))
+    .then(wait_for_signal("go", timeout=0.5).as_("two")),
+    Flow("emitter").then(announce.as_("announce")),
+    Flow("post-incident").triggered_by(signal("incident-resolved")).then(postmortem.as_("pm")),
+    Flow("fragile").then(fragile.as_("f")),
+    Flow("cron").triggered_by(schedule("* * * * *")).then(escalate.as_("tick")),
+]
+
+
+def _worker(url: str, name: str) -> Worker:
+    cfg = WorkerConfig(
+        task_queue="sig",
+        database_url=url,
+        worker_id=name,
+        poll_seconds=0.1,
+        hold_seconds=0.1,
+        auto_migrate=False,
+    )
+    return Worker(cfg).with_flow(*FLOWS)
+
+
+@pytest.fixture
+async def client(database_url: str) -> AsyncIterator[Client]:
+    w = _worker(database_url, "sig-1")
+    await w.start()
+    async with Client(database_url) as c:
+        yield c
+    await w.stop()
+
+
+async def _waiting(client: Client, run_id: str) -> None:
+    for _ in range(200):
+        if "signal.waiting" in [e.type for e in await client.events(run_id)]:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the run never started waiting")
+
+
+def _received(events: list[ev.Event]) -> list[ev.SignalReceived]:
+    return [e for e in events if isinstance(e, ev.SignalReceived)]
+
+
+async def test_signal_after_the_wait(client: Client) -> None:
+    run_id = await client.start("ack-wait", {})
+    await _waiting(client, run_id)
+    await client.signal("incident.acknowledged", {"by": "alice"}, run_id=run_id)
+    run = await client.wait(run_id, 10)
+    assert run.status == "completed" and run.result == {
+        "received": True,
+        "payload": {"by": "alice"},
+    }
+    events = await client.events(run_id)
+    assert [r.payload for r in _received(events)] == [{"by": "alice"}]
+    assert "escalation" not in {e.step for e in events}
+
+
+async def test_signal_before_the_wait_is_kept(client: Client) -> None:
+    run_id = await client.start("late-wait", {})
+    await client.signal("go", {"n": 1}, run_id=run_id)  # the run is still in its first step
+    run = await client.wait(run_id, 10)
+    assert run.status == "completed" and run.result == {"received": True, "payload": {"n": 1}}
+
+
+async def test_wait_times_out(client: Client) -> None:
+    run_id = await client.start("ack-wait", {})
+    run = await client.wait(run_id, 10)
+    assert run.status == "completed" and run.result == "escalated"
+    types = [e.type for e in await client.events(run_id)]
+    assert "signal.timed_out" in types and "signal.received" not in types
+
+
+async def test_correlation_key_reaches_the_incidents_run(client: Client) -> None:
+    other = await client.start("ack-wait", {}, correlation_key="P-other")
+    run_id = await client.start("ack-wait", {}, correlation_key="P-123")
+    await _waiting(client, run_id)
+    await client.signal("incident.acknowledged", {"by": "bob"}, correlation_key="P-123")
+    assert (await client.wait(run_id, 10)).result["payload"] == {"by": "bob"}
+    assert (await client.wait(other, 10)).result == "escalated"
+
+
+async def test_each_signal_is_delivered_once(client: Client) -> None:
+    run_id = await client.start("twice", {}, correlation_key="P-9")
+    await client.signal("go", {"n": 1}, correlation_key="P-9")
+    run = await client.wait(run_id, 10)
+    events = await client.events(run_id)
+    assert [e.step for e in _received(events)] == ["one"]
+    assert "signal.timed_out" in [e.type for e in events] and run.status == "completed"
+
+
+async def test_a_step_can_send_a_signal(client: Client) -> None:
+    waiting = await client.start("ack-wait", {}, correlation_key="P-emit")
+    await client.start("emitter", {})
+    run = await client.wait(waiting, 10)
+    assert run.result == {"received": True, "payload": {"by": "bot"}}
+
+
+async def test_signal_trigger_starts_a_flow_once(client: Client) -> None:
+    sent = await client.signal(
+        "incident-resolved", {"incident": "P-7"}, correlation_key="P-7", idempotency_key="r-7"
+    )
+    again = await client.signal(
+        "incident-resolved", {"incident": "P-7"}, correlation_key="P-7", idempotency_key="r-7"
+    )
+    assert len(sent.started) == 1 and again.duplicate and again.started == []
+    run = await client.wait(sent.started[0], 10)
+    assert run.result == {"page": "PM for P-7"} and run.correlation_key == "P-7"
+
+
+async def test_retry_a_failed_run_from_its_failed_step(client: Client) -> None:
+    FIXED["broken"] = True
+    run_id = await client.start("fragile", {})
+    assert (await client.wait(run_id, 10)).status == "failed"
+    assert not await client.retry(await client.start("ack-wait", {}))  # not failed: no-op
+    FIXED["broken"] = False
+    assert await client.retry(run_id)
+    run = await client.wait(run_id, 10)
+    assert run.status == "completed" and run.result == "ok" and run.error is None
+    events = await client.events(run_id)
+    attempts = [e.attempt for e in events if e.type == "step.started"]
+    assert attempts == [1, 2]
+    assert [e.type for e in events].count("run.resumed") == 1
+
+
+async def test_two_schedulers_start_one_run_per_fire(
+    database_url: str, pg: asyncpg.Connection
+) -> None:
+    workers = [_worker(database_url, "cron-a"), _worker(database_url, "cron-b")]
+    for w in workers:
+        await w.start()
+    try:
+        await wait_until(pg, "SELECT count(*) > 0 FROM flow_runs WHERE flow = 'cron'", timeout=70)
+        await asyncio.sleep(2)
+    finally:
+        for w in workers:
+            await w.stop()
+    rows = await pg.fetch("SELECT idempotency_key, input FROM flow_runs WHERE flow = 'cron'")
+    assert len(rows) == 1
+    assert rows[0]["idempotency_key"].startswith("schedule:cron:")
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    assert rows[0]["idempotency_key"] <= f"schedule:cron:{minute.isoformat()}"
