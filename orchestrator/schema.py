@@ -13,6 +13,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -133,6 +134,8 @@ run_events = Table(
     Column("data", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("recorded_at", _tz(), nullable=False, server_default=text("clock_timestamp()")),
     Column("worker_id", Text),
+    # sha256 chained to the previous event of the run; set by a trigger (migration 0003)
+    Column("hash", LargeBinary, nullable=False),
     PrimaryKeyConstraint("run_id", "seq", name="run_events_pkey"),
     CheckConstraint(_in("type", EVENT_TYPES), name="run_events_type_check"),
 )

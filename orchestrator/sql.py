@@ -12,6 +12,7 @@ from sqlalchemy import TextClause, text
 __all__ = [
     "ACTIVE_RUN_BY_KEY",
     "APPEND",
+    "AUDIT_VERIFY",
     "CANCEL",
     "CANCEL_CHANNEL",
     "CLAIM",
@@ -358,3 +359,28 @@ SELECT task_queue, count(*) AS n FROM flow_runs
 )
 
 SCHEMA_VERSION = _sql("SELECT version_num FROM alembic_version")
+
+# Recompute each event's hash from its predecessor's stored hash; report the first link
+# per run that does not hold (an edited, deleted or reordered event).
+AUDIT_VERIFY = _sql(
+    """
+WITH chain AS (
+    SELECT e.run_id, e.seq, e.type,
+           e.hash = resolute_event_hash(lag(e.hash) OVER w, e) AS hash_ok,
+           e.seq = row_number() OVER w AS seq_ok
+      FROM run_events e
+     WHERE CAST(:run_id AS uuid) IS NULL OR e.run_id = CAST(:run_id AS uuid)
+    WINDOW w AS (PARTITION BY e.run_id ORDER BY e.seq)
+), broken AS (
+    SELECT DISTINCT ON (run_id) run_id, seq, type, hash_ok, seq_ok
+      FROM chain WHERE NOT (hash_ok AND seq_ok)
+     ORDER BY run_id, seq
+)
+SELECT b.run_id, b.seq, b.type, b.hash_ok, b.seq_ok,
+       (SELECT count(*) FROM chain) AS checked
+  FROM broken b
+ UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM chain)
+ WHERE NOT EXISTS (SELECT 1 FROM broken)
+"""
+)

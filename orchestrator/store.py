@@ -23,6 +23,7 @@ from .errors import LeaseLostError, RunNotFoundError, UnknownFlowError
 from .interpreter import InboxSignal
 
 __all__ = [
+    "BrokenLink",
     "Claim",
     "DeliveryResult",
     "DeliveryTarget",
@@ -74,6 +75,16 @@ class Projection:
     result: Any = None
     error: str | None = None
     release: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenLink:
+    """The first event of a run whose hash chain does not hold."""
+
+    run_id: str
+    seq: int
+    type: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +416,23 @@ class Store:
             "error": error,
         }
         await self._exec(sql.RECORD_DELIVERY, params)
+
+    async def verify_chain(self, run_id: str | None = None) -> tuple[int, list[BrokenLink]]:
+        """(events checked, first broken link of each run whose chain does not hold)."""
+        rows = await self._rows(sql.AUDIT_VERIFY, {"run_id": run_id})
+        broken = [
+            BrokenLink(
+                str(r.run_id),
+                r.seq,
+                r.type,
+                "a gap or reordering in the sequence"
+                if not r.seq_ok
+                else "its hash does not match its content and its predecessor's hash",
+            )
+            for r in rows
+            if r.run_id is not None
+        ]
+        return (rows[0].checked if rows else 0), broken
 
     # --- operations -------------------------------------------------------------------
 
