@@ -25,6 +25,8 @@ __all__ = [
     "GET_RUN",
     "HEARTBEAT",
     "INBOX",
+    "INCIDENTS",
+    "INCIDENT_TIMELINE",
     "LIST_RUNS",
     "NOTIFY_CHANNEL",
     "QUEUE_DEPTH",
@@ -359,6 +361,24 @@ SELECT task_queue, count(*) AS n FROM flow_runs
 )
 
 SCHEMA_VERSION = _sql("SELECT version_num FROM alembic_version")
+
+INCIDENTS = _sql(
+    """
+SELECT incident, triggered_at, acknowledged_at, resolved_at, time_to_acknowledge,
+       time_to_resolve, auto_remediated, escalated, diagnostics_run
+  FROM incident_metrics
+ WHERE CAST(:incident AS text) IS NULL OR incident = :incident
+ ORDER BY triggered_at DESC NULLS LAST, incident
+ LIMIT :limit
+"""
+)
+
+INCIDENT_TIMELINE = _sql(
+    """
+SELECT incident, at, flow, CAST(run_id AS text) AS run_id, seq, type, step, summary, actor
+  FROM incident_timeline WHERE incident = :incident
+"""
+)
 
 # Recompute each event's hash from its predecessor's stored hash; report the first link
 # per run that does not hold (an edited, deleted or reordered event).

@@ -417,6 +417,15 @@ class Store:
         }
         await self._exec(sql.RECORD_DELIVERY, params)
 
+    async def incidents(self, incident: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Rows of ``incident_metrics``, newest incident first."""
+        rows = await self._rows(sql.INCIDENTS, {"incident": incident, "limit": limit})
+        return [dict(r._mapping) for r in rows]
+
+    async def incident_timeline(self, incident: str) -> list[dict[str, Any]]:
+        rows = await self._rows(sql.INCIDENT_TIMELINE, {"incident": incident})
+        return [dict(r._mapping) for r in rows]
+
     async def verify_chain(self, run_id: str | None = None) -> tuple[int, list[BrokenLink]]:
         """(events checked, first broken link of each run whose chain does not hold)."""
         rows = await self._rows(sql.AUDIT_VERIFY, {"run_id": run_id})
