@@ -4,6 +4,7 @@ from .client import Client, RunTimeoutError
 from .definition import Flow, FlowDefinition, timer, wait_for_signal
 from .errors import (
     ConfigurationError,
+    CorrelationPendingError,
     DatabaseUnavailableError,
     FlowDefinitionError,
     FlowMismatchError,
@@ -15,7 +16,7 @@ from .errors import (
     StepTimeoutError,
     UnknownFlowError,
 )
-from .node import Node, Provider, RetryPolicy, StepContext, node
+from .node import Node, Provider, RetryPolicy, StepContext, correlated_output, node
 from .refs import Output, Template
 from .state import FlowState
 from .store import RunInfo
@@ -25,6 +26,7 @@ from .worker import Worker, WorkerConfig
 __all__ = [
     "Client",
     "ConfigurationError",
+    "CorrelationPendingError",
     "DatabaseUnavailableError",
     "Flow",
     "FlowDefinition",
@@ -48,6 +50,7 @@ __all__ = [
     "UnknownFlowError",
     "Worker",
     "WorkerConfig",
+    "correlated_output",
     "manual",
     "node",
     "schedule",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "CorrelationPendingError",
     "DatabaseUnavailableError",
     "FlowDefinitionError",
     "FlowMismatchError",
@@ -38,6 +39,11 @@ class ReferenceResolutionError(ResoluteError):
 
 class NonRetryableError(ResoluteError):
     """Raise from a node to fail the step at once, without further attempts."""
+
+
+class CorrelationPendingError(ResoluteError):
+    """An earlier run of the same incident has not recorded the output a step needs yet;
+    retried with backoff."""
 
 
 class StepTimeoutError(ResoluteError):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload, runtime_chec
 
 from pydantic import TypeAdapter
 
-from .errors import ConfigurationError, NonRetryableError
+from .errors import ConfigurationError, CorrelationPendingError, NonRetryableError
 
 if TYPE_CHECKING:
     from .state import FlowState
@@ -31,7 +31,9 @@ __all__ = [
     "Node",
     "Provider",
     "RetryPolicy",
+    "Runtime",
     "StepContext",
+    "correlated_output",
     "node",
 ]
 
@@ -92,6 +94,25 @@ class Provider(Protocol):
     async def close(self) -> None: ...
 
 
+class Runtime(Protocol):
+    """What a running step may ask of the engine beyond its input."""
+
+    async def send_signal(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        run_id: str | None,
+        correlation_key: str | None,
+        idempotency_key: str,
+        sent_by: str,
+    ) -> int: ...
+
+    async def recorded_output(
+        self, correlation_key: str, alias: str, flow: str | None, exclude_run: str
+    ) -> tuple[bool, Any]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class StepContext:
     """What a running step knows about itself."""
@@ -104,7 +125,7 @@ class StepContext:
     state: FlowState
     logger: logging.LoggerAdapter[logging.Logger]
     providers: tuple[Provider, ...] = ()
-    signal_sender: Callable[..., Awaitable[int]] | None = None
+    runtime: Runtime | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -120,10 +141,8 @@ class StepContext:
         correlation_key: str | None = None,
     ) -> int:
         """Send a signal from this step; a re-run of the step does not send it twice."""
-        if self.signal_sender is None:
-            raise ConfigurationError("signals can only be sent from a step run by a worker")
         target = run_id or correlation_key or "*"
-        return await self.signal_sender(
+        return await self._runtime().send_signal(
             name,
             payload,
             run_id=run_id,
@@ -131,6 +150,29 @@ class StepContext:
             idempotency_key=f"{self.idempotency_key}:{name}:{target}",
             sent_by=f"run:{self.run_id}",
         )
+
+    async def correlated(self, alias: str, *, flow: str | None = None) -> Any:
+        """The output ``alias`` recorded by an earlier run of the same incident (same
+        correlation key), e.g. the ticket the triggered run created. Retryable when no
+        such run has recorded it yet (events may arrive out of order)."""
+        key = self.state.correlation_key
+        if key is None:
+            raise NonRetryableError(
+                f"step {self.step!r} reads {alias!r} from a correlated run, but run "
+                f"{self.run_id} has no correlation key"
+            )
+        found, value = await self._runtime().recorded_output(key, alias, flow, self.run_id)
+        if not found:
+            raise CorrelationPendingError(
+                f"no earlier run of {key} has recorded {alias!r} yet"
+                + (f" (flow {flow!r})" if flow else "")
+            )
+        return value
+
+    def _runtime(self) -> Runtime:
+        if self.runtime is None:
+            raise ConfigurationError("this needs a step run by a worker")
+        return self.runtime
 
     def provider(self, kind: type[P]) -> P:
         for p in self.providers:
@@ -250,3 +292,31 @@ def node(
     if callable(name):
         return wrap(name)
     return wrap
+
+
+def correlated_output(
+    alias: str,
+    *,
+    flow: str | None = None,
+    model: Any = None,
+    retry: RetryPolicy | None = None,
+) -> Node:
+    """A step whose output is ``alias`` as recorded by an earlier run of the same
+    incident: ``correlated_output("ticket", flow="incident-response").as_("ticket")``.
+
+    Recorded in this run's log like any output, so replay never asks again. Retried
+    with backoff while no earlier run has recorded it (an out-of-order webhook).
+    """
+
+    async def lookup(ctx: StepContext) -> Any:
+        return await ctx.correlated(alias, flow=flow)
+
+    return Node(
+        name=f"correlated:{alias}",
+        fn=lookup,
+        output_type=model,
+        takes_ctx=True,
+        takes_input=False,
+        retry=retry or RetryPolicy(max_attempts=8, initial_interval=1.0, max_interval=30.0),
+        alias=alias,
+    )

@@ -16,6 +16,7 @@ __all__ = [
     "CANCEL",
     "CANCEL_CHANNEL",
     "CLAIM",
+    "CORRELATED_OUTPUT",
     "DELIVERY_BY_ID",
     "DELIVERY_OUTCOME",
     "EVENTS",
@@ -361,6 +362,19 @@ SELECT task_queue, count(*) AS n FROM flow_runs
 )
 
 SCHEMA_VERSION = _sql("SELECT version_num FROM alembic_version")
+
+# The newest output an earlier run of the same incident recorded under an alias.
+CORRELATED_OUTPUT = _sql(
+    """
+SELECT e.data -> 'output' AS output
+  FROM flow_runs r JOIN run_events e USING (run_id)
+ WHERE r.correlation_key = :correlation_key AND r.run_id <> CAST(:exclude_run AS uuid)
+   AND (CAST(:flow AS text) IS NULL OR r.flow = :flow)
+   AND e.type = 'step.completed' AND e.step = :alias
+ ORDER BY e.recorded_at DESC
+ LIMIT 1
+"""
+)
 
 INCIDENTS = _sql(
     """

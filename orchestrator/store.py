@@ -417,6 +417,22 @@ class Store:
         }
         await self._exec(sql.RECORD_DELIVERY, params)
 
+    async def recorded_output(
+        self, correlation_key: str, alias: str, flow: str | None, exclude_run: str
+    ) -> tuple[bool, Any]:
+        """(found, output) of the newest ``alias`` step another run of the incident
+        completed (``StepContext.correlated``)."""
+        rows = await self._rows(
+            sql.CORRELATED_OUTPUT,
+            {
+                "correlation_key": correlation_key,
+                "alias": alias,
+                "flow": flow,
+                "exclude_run": exclude_run,
+            },
+        )
+        return (True, rows[0].output) if rows else (False, None)
+
     async def incidents(self, incident: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Rows of ``incident_metrics``, newest incident first."""
         rows = await self._rows(sql.INCIDENTS, {"incident": incident, "limit": limit})

@@ -25,6 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from . import events as ev
+from . import metrics
 from .database import (
     asyncpg_dsn,
     check_reachable,
@@ -245,10 +246,6 @@ class Worker:
             ):
                 d.poke.set()
 
-    async def _send_signal(self, name: str, payload: Any, **kw: Any) -> int:
-        assert self.store is not None
-        return (await self.store.send_signal(name, payload, **kw)).signal_id
-
     async def _fire_schedule(self, flow: str, trigger: ScheduleTrigger) -> None:
         """One run per fire, however many replicas fire: the key names the minute."""
         assert self.store is not None
@@ -282,6 +279,7 @@ class Worker:
             self._log.warning("lease recovery failed: %s", exc)
             return
         if recovered:
+            metrics.LEASE_TAKEOVERS.inc(len(recovered))
             self._log.info(
                 "recovered %d runs from workers that stopped heartbeating", len(recovered)
             )
@@ -358,6 +356,7 @@ class Worker:
             rlog.error("%s", exc)
             failed = ev.RunFailed(error=str(exc))
             await self._append(d, [failed], Projection("failed", error=str(exc)))
+            metrics.RUNS_ENDED.labels(d.definition.name, "failed").inc()
             return
         outcomes: list[ev.Event] = []
         resumed = None
@@ -403,6 +402,7 @@ class Worker:
                 d.tasks[job.step.path] = asyncio.create_task(self._run_step(d, job))
             if d.state.terminal:
                 rlog.info("run %s", d.state.status)
+                metrics.RUNS_ENDED.labels(d.definition.name, d.state.status).inc()
                 return
             if projection.release:
                 return
@@ -501,10 +501,44 @@ class Worker:
                 attempt=job.attempt,
             ),
             providers=self.providers,
-            signal_sender=self._send_signal,
+            runtime=_StepRuntime(self.store) if self.store is not None else None,
         )
         rec = d.state.steps.get(step.path)
-        return await execute(job, ctx, rec.failures if rec else 0)
+        outcome = await execute(job, ctx, rec.failures if rec else 0)
+        metrics.observe_step(d.definition.name, outcome)
+        return outcome
+
+
+class _StepRuntime:
+    """The engine as a running step sees it (``ctx.emit_signal``, ``ctx.correlated``)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def send_signal(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        run_id: str | None,
+        correlation_key: str | None,
+        idempotency_key: str,
+        sent_by: str,
+    ) -> int:
+        sent = await self.store.send_signal(
+            name,
+            payload,
+            run_id=run_id,
+            correlation_key=correlation_key,
+            idempotency_key=idempotency_key,
+            sent_by=sent_by,
+        )
+        return sent.signal_id
+
+    async def recorded_output(
+        self, correlation_key: str, alias: str, flow: str | None, exclude_run: str
+    ) -> tuple[bool, Any]:
+        return await self.store.recorded_output(correlation_key, alias, flow, exclude_run)
 
 
 def _projection(decision: Decision, in_flight: bool, hold: bool) -> Projection:

@@ -17,9 +17,12 @@ from orchestrator import (
     Flow,
     FlowState,
     NonRetryableError,
+    Output,
+    RetryPolicy,
     StepContext,
     Worker,
     WorkerConfig,
+    correlated_output,
     node,
     schedule,
     signal,
@@ -61,6 +64,16 @@ async def fragile(x: dict[str, Any]) -> str:
     return "ok"
 
 
+@node("open-ticket")
+async def open_ticket(x: dict[str, Any]) -> dict[str, str]:
+    return {"key": "OPS-7"}
+
+
+@node("close-ticket")
+async def close_ticket(ticket: dict[str, str]) -> str:
+    return f"closed {ticket['key']}"
+
+
 def not_acked(s: FlowState) -> bool:
     return not s.get("ack")["received"]
 
@@ -80,6 +93,14 @@ FLOWS = [
     Flow("emitter").then(announce.as_("announce")),
     Flow("post-incident").triggered_by(signal("incident-resolved")).then(postmortem.as_("pm")),
     Flow("fragile").then(fragile.as_("f")),
+    Flow("opened").then(open_ticket.as_("ticket")),
+    Flow("resolved")
+    .then(
+        correlated_output(
+            "ticket", flow="opened", retry=RetryPolicy(max_attempts=20, initial_interval=0.1)
+        ).as_("ticket")
+    )
+    .then(close_ticket.as_("closed").with_input(Output("ticket"))),
     Flow("cron").triggered_by(schedule("* * * * *")).then(escalate.as_("tick")),
 ]
 
@@ -196,6 +217,22 @@ async def test_retry_a_failed_run_from_its_failed_step(client: Client) -> None:
     attempts = [e.attempt for e in events if e.type == "step.started"]
     assert attempts == [1, 2]
     assert [e.type for e in events].count("run.resumed") == 1
+
+
+async def test_a_later_run_reads_what_an_earlier_run_of_the_incident_recorded(
+    client: Client,
+) -> None:
+    # The resolved event arrives first: it waits (retrying) until the ticket exists.
+    resolved = await client.start("resolved", {}, correlation_key="P-55")
+    await asyncio.sleep(0.3)
+    await client.start("opened", {}, correlation_key="P-55")
+    run = await client.wait(resolved, 15)
+    assert run.status == "completed" and run.result == "closed OPS-7"
+    failures = [e for e in await client.events(resolved) if isinstance(e, ev.StepFailed)]
+    assert failures and all("no earlier run of P-55" in f.error for f in failures)
+    # No correlation key: a clear, non-retryable failure.
+    orphan = await client.wait(await client.start("resolved", {}), 10)
+    assert orphan.status == "failed" and "has no correlation key" in (orphan.error or "")
 
 
 async def test_two_schedulers_start_one_run_per_fire(
