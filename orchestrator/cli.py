@@ -7,7 +7,8 @@ import importlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -19,6 +20,7 @@ from .database import display_url, migrate_sync, resolve_database_url
 from .errors import ResoluteError
 from .interpreter import check_compatible, decide
 from .logs import configure_logging
+from .postmortem import AuditTrail, render_markdown
 from .state import fold
 from .worker import Worker
 
@@ -29,8 +31,14 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True)
 db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
+incidents_app = typer.Typer(
+    help="Incidents: runs grouped by correlation key.", no_args_is_help=True
+)
+audit_app = typer.Typer(help="The audit trail's integrity.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
+app.add_typer(incidents_app, name="incidents")
+app.add_typer(audit_app, name="audit")
 
 out = Console()
 err = Console(stderr=True)
@@ -101,6 +109,64 @@ def worker(
     except ResoluteError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+
+
+HostOpt = Annotated[
+    str | None, typer.Option(help="listen address (default: RESOLUTE_HOST, 127.0.0.1)")
+]
+PortOpt = Annotated[
+    int | None, typer.Option(min=0, max=65535, help="listen port (default: RESOLUTE_PORT, 8080)")
+]
+
+
+def _service(target: str, host: str | None, port: int | None, *, with_worker: bool) -> None:
+    from pydantic import ValidationError
+    from rich.markup import escape
+
+    from .service import run_service
+    from .settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        err.print(f"[red]error:[/red] invalid RESOLUTE_* setting: {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = settings.model_copy(update=overrides)
+    settings.export()
+    configure_logging(settings.log_level, settings.log_format)
+    w = load_target(target)
+    if not isinstance(w, Worker):
+        raise typer.BadParameter(f"{target} is a {type(w).__name__}, not a Worker")
+    try:
+        asyncio.run(run_service(w, settings, with_worker=with_worker))
+    except ResoluteError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def serve(
+    target: Annotated[
+        str, typer.Argument(help="MODULE:ATTR of a Worker (or a function returning one)")
+    ],
+    host: HostOpt = None,
+    port: PortOpt = None,
+) -> None:
+    """Run the HTTP service (webhooks, API, health, metrics) and a worker in one process."""
+    _service(target, host, port, with_worker=True)
+
+
+@app.command()
+def api(
+    target: Annotated[
+        str, typer.Argument(help="MODULE:ATTR of a Worker (or a function returning one)")
+    ],
+    host: HostOpt = None,
+    port: PortOpt = None,
+) -> None:
+    """Run only the HTTP service; run workers separately with `resolute worker`."""
+    _service(target, host, port, with_worker=False)
 
 
 @db_app.command("upgrade")
@@ -284,6 +350,136 @@ def replay(
         out.print_json(json.dumps(shown, default=str))
 
     _run(go)
+
+
+_COLOURS = {
+    "run.started": "bold cyan",
+    "run.completed": "bold green",
+    "run.failed": "bold red",
+    "run.cancelled": "bold yellow",
+    "run.resumed": "magenta",
+    "step.completed": "green",
+    "step.failed": "red",
+    "step.cancelled": "yellow",
+    "signal.received": "cyan",
+    "signal.timed_out": "yellow",
+    "timer.fired": "blue",
+}
+
+
+def _trail(url: str | None) -> AuditTrail:
+    return AuditTrail(resolve_database_url(url))
+
+
+@incidents_app.command("list")
+def incidents_list(database_url: DatabaseOpt = None, limit: int = 50) -> None:
+    """Incidents (runs grouped by correlation key) with their response metrics."""
+
+    async def go() -> None:
+        trail = _trail(database_url)
+        try:
+            rows = await trail.incidents(limit)
+        finally:
+            await trail.close()
+        table = Table(
+            "incident",
+            "triggered",
+            "to ack",
+            "to resolve",
+            "auto-remediated",
+            "escalated",
+            "diagnostics",
+        )
+        for m in rows:
+            table.add_row(
+                m.incident,
+                _when(m.triggered_at),
+                _span(m.time_to_acknowledge),
+                _span(m.time_to_resolve),
+                "yes" if m.auto_remediated else "no",
+                "yes" if m.escalated else "no",
+                str(m.diagnostics_run),
+            )
+        out.print(table)
+
+    _run(go)
+
+
+@incidents_app.command("show")
+def incidents_show(incident: str, database_url: DatabaseOpt = None) -> None:
+    """An incident's timeline across all its runs, in colour."""
+
+    async def go() -> None:
+        trail = _trail(database_url)
+        try:
+            report = await trail.report(incident)
+        finally:
+            await trail.close()
+        if not report.timeline:
+            err.print(f"[red]error:[/red] no runs carry the correlation key {incident!r}")
+            raise typer.Exit(1)
+        table = Table("time", "flow", "event", "actor", title=f"incident {incident}")
+        for e in report.timeline:
+            style = _COLOURS.get(e.type, "")
+            table.add_row(_when(e.at), e.flow, e.summary or e.type, e.actor, style=style)
+        out.print(table)
+
+    _run(go)
+
+
+@app.command()
+def postmortem(
+    incident: str,
+    database_url: DatabaseOpt = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="write to a file")] = None,
+) -> None:
+    """A Markdown post-mortem draft from the incident's audit trail."""
+
+    async def go() -> str:
+        trail = _trail(database_url)
+        try:
+            report = await trail.report(incident)
+        finally:
+            await trail.close()
+        if not report.timeline:
+            err.print(f"[red]error:[/red] no runs carry the correlation key {incident!r}")
+            raise typer.Exit(1)
+        return render_markdown(report)
+
+    text = _run(go)
+    if output:
+        Path(output).write_text(text)
+        out.print(f"wrote {output}")
+    else:
+        out.print(text, markup=False, highlight=False)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    run_id: Annotated[str | None, typer.Argument(help="one run (default: every run)")] = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Check each run's hash chain; name the first broken link. Exit 1 if any."""
+
+    async def go() -> None:
+        async with _client(database_url) as c:
+            if run_id is not None:
+                await c.get_run(run_id)
+            checked, broken = await c.store.verify_chain(run_id)
+        for b in broken:
+            out.print(f"[red]BROKEN[/red] run {b.run_id} at event {b.seq} ({b.type}): {b.reason}")
+        if broken:
+            raise typer.Exit(1)
+        out.print(f"[green]ok[/green]: {checked} events, every hash chain intact")
+
+    _run(go)
+
+
+def _span(value: timedelta | None) -> str:
+    if value is None:
+        return ""
+    seconds = int(value.total_seconds())
+    return f"{seconds // 60}m {seconds % 60:02d}s"
 
 
 @app.command()
