@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -102,6 +103,7 @@ class Worker:
         self.database_url: str | None = None
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, _Driver] = {}
+        self._chores: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._claimer: asyncio.Task[None] | None = None
@@ -199,6 +201,8 @@ class Worker:
             await asyncio.gather(*pending, return_exceptions=True)
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
+        for chore in list(self._chores):  # release_all below hands back what they held
+            chore.cancel()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
@@ -265,11 +269,14 @@ class Worker:
             self._log.info("schedule started %s run %s for %s", flow, run_id, at)
 
     async def _heartbeat(self) -> None:
-        assert self.store is not None
+        assert self.store is not None and self.database_url is not None
         try:
             await self.store.heartbeat(self.worker_id, self._queues())
         except Exception as exc:
             self._log.warning("heartbeat failed: %s", exc)
+            return
+        if self._listener is None or self._listener.is_closed():
+            await self._listen(self.database_url)  # the database restarted: listen again
 
     async def _recover(self) -> None:
         assert self.store is not None
@@ -339,13 +346,37 @@ class Worker:
         except asyncio.CancelledError:
             rlog.info("stopped driving (cancelled or shutting down)")
         except Exception:
-            rlog.exception("driving the run failed; it will be retried after lease expiry")
+            # Most likely the database went away mid-append. This worker still holds
+            # the lease (its heartbeat lives on), so hand the run back or nobody would.
+            rlog.exception("driving the run failed; handing it back to be replayed")
+            self._background(self._hand_back(claim, rlog))
         finally:
             self._live.pop(claim.run_id, None)
             for task in d.tasks.values():
                 task.cancel()
             if d.tasks:
                 await asyncio.gather(*d.tasks.values(), return_exceptions=True)
+
+    async def _hand_back(self, claim: Claim, rlog: logging.LoggerAdapter[logging.Logger]) -> None:
+        assert self.store is not None
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self.store.release(claim.run_id, claim.lease_token, "running", None)
+            except LeaseLostError:
+                return  # someone else has it already
+            except Exception as exc:
+                rlog.warning("cannot hand the run back yet (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                self._wakeup.set()
+                return
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     async def _loop(
         self, d: _Driver, rlog: logging.LoggerAdapter[logging.Logger], previous: str | None

@@ -81,3 +81,47 @@ async def test_minor_incident_waits_on_a_durable_timer(
     assert types.count("run.resumed") == 1
     branch = [e for e in await client.events(run_id) if e.type == "branch.decided"]
     assert [b.arm for b in branch] == [1]  # type: ignore[union-attr]
+
+
+async def test_a_database_hiccup_mid_step_does_not_strand_the_run(
+    database_url: str, client: Client, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESOLUTE_TEST_SLEEP_DIAGNOSE", "1")
+    monkeypatch.setenv("RESOLUTE_DATABASE_URL", database_url)
+    w = Worker(
+        WorkerConfig(
+            task_queue="test",
+            database_url=database_url,
+            worker_id="w-hiccup",
+            poll_seconds=0.1,
+            heartbeat_seconds=0.2,
+            lease_seconds=60,  # recovery by lease expiry would take a minute: not the path
+            auto_migrate=False,
+        )
+    ).with_flow(incident_flow())
+    await w.start()
+    try:
+        run_id = await client.start("incident", CRITICAL)
+        for _ in range(200):
+            if await pg.fetchval(
+                "SELECT count(*) FROM run_events WHERE step = 'diagnostics'"
+                " AND type = 'step.started'"
+            ):
+                break
+            await asyncio.sleep(0.02)
+        # Every connection of the worker dies while the step runs.
+        await pg.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        async with Client(database_url) as fresh:
+            run = await fresh.wait(run_id, timeout=20)
+    finally:
+        await w.stop()
+        await close_pools()
+    assert run.status == "completed"
+    dup = await pg.fetchval(
+        "SELECT count(*) FROM (SELECT node_path FROM run_events WHERE type = 'step.completed'"
+        " GROUP BY 1 HAVING count(*) > 1) d"
+    )
+    assert dup == 0
