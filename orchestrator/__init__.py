@@ -18,9 +18,11 @@ from .errors import (
 )
 from .node import Node, Provider, RetryPolicy, StepContext, correlated_output, node
 from .refs import Output, Template
+from .settings import Settings
 from .state import FlowState
 from .store import RunInfo
 from .triggers import manual, schedule, signal, webhook
+from .verify import HmacSignature, Verifier, no_verification, pagerduty_v3
 from .worker import Worker, WorkerConfig
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "FlowDefinitionError",
     "FlowMismatchError",
     "FlowState",
+    "HmacSignature",
     "LeaseLostError",
     "Node",
     "NonRetryableError",
@@ -44,15 +47,19 @@ __all__ = [
     "RunInfo",
     "RunNotFoundError",
     "RunTimeoutError",
+    "Settings",
     "StepContext",
     "StepTimeoutError",
     "Template",
     "UnknownFlowError",
+    "Verifier",
     "Worker",
     "WorkerConfig",
     "correlated_output",
     "manual",
+    "no_verification",
     "node",
+    "pagerduty_v3",
     "schedule",
     "signal",
     "timer",

@@ -135,10 +135,10 @@ def _service(target: str, host: str | None, port: int | None, *, with_worker: bo
     settings = settings.model_copy(update=overrides)
     settings.export()
     configure_logging(settings.log_level, settings.log_format)
-    w = load_target(target)
-    if not isinstance(w, Worker):
-        raise typer.BadParameter(f"{target} is a {type(w).__name__}, not a Worker")
     try:
+        w = load_target(target)
+        if not isinstance(w, Worker):
+            raise typer.BadParameter(f"{target} is a {type(w).__name__}, not a Worker")
         asyncio.run(run_service(w, settings, with_worker=with_worker))
     except ResoluteError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")

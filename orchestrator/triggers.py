@@ -28,13 +28,16 @@ class ManualTrigger:
 
 @dataclass(frozen=True, slots=True)
 class WebhookTrigger:
-    """An HTTP route; ``verify`` checks the delivery, ``correlate`` extracts the key."""
+    """An HTTP route; ``verify`` checks the delivery, ``correlate`` extracts the key,
+    ``signal_name`` names the signal a delivery to an active run becomes (default: the
+    payload's event type)."""
 
     path: str
     verify: Any = None
     dedup: Callable[[dict[str, Any], dict[str, Any]], str | None] | None = None
     correlate: Callable[[dict[str, Any]], str | None] | None = None
     deliver_to_active: bool = False
+    signal_name: Callable[[dict[str, Any]], str | None] | None = None
     kind: str = "webhook"
 
 
@@ -69,10 +72,11 @@ def webhook(
     dedup: Callable[[dict[str, Any], dict[str, Any]], str | None] | None = None,
     correlate: Callable[[dict[str, Any]], str | None] | None = None,
     deliver_to_active: bool = False,
+    signal_name: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> WebhookTrigger:
     if not path.startswith("/"):
         raise ValueError(f"webhook path must start with '/': {path!r}")
-    return WebhookTrigger(path, verify, dedup, correlate, deliver_to_active)
+    return WebhookTrigger(path, verify, dedup, correlate, deliver_to_active, signal_name)
 
 
 def schedule(cron: str, *, timezone: str = "UTC") -> ScheduleTrigger:

@@ -128,6 +128,11 @@ class Worker:
     def queue_of(self, definition: FlowDefinition) -> str:
         return definition.task_queue or self.config.task_queue
 
+    async def register_flows(self, store: Store) -> None:
+        """Make this worker's flows known to the database (clients start runs by name)."""
+        for d in self.flows.values():
+            await store.register_flow(d.name, self.queue_of(d), d.fingerprint, _shape(d))
+
     # --- lifecycle --------------------------------------------------------------------
 
     def run(self) -> None:
@@ -153,8 +158,7 @@ class Worker:
         if self.config.auto_migrate:
             await migrate(url)
         self.store = Store(engine)
-        for d in self.flows.values():
-            await self.store.register_flow(d.name, self.queue_of(d), d.fingerprint, _shape(d))
+        await self.register_flows(self.store)
         await self.store.heartbeat(self.worker_id, self._queues())
         self._stopping.clear()
         await self._listen(url)
