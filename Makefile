@@ -16,16 +16,35 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
+# The incident-response demo (docs/demo.md); DEMO_ONCE=1 exits after the story,
+# non-zero unless every expected effect happened.
+DEMO_ONCE ?=
 demo: $(STAMP)
-	$(BIN)/python -m examples.quickstart
+	DEMO_ONCE=$(DEMO_ONCE) $(BIN)/python -m examples.incident_response.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check orchestrator providers tests examples
-	$(BIN)/ruff format --check orchestrator providers tests examples
+	$(BIN)/ruff check orchestrator providers tests examples scripts bench
+	$(BIN)/ruff format --check orchestrator providers tests examples scripts bench
 	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .resolute .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks against DBOS and Absurd on the machine's PostgreSQL (bench/README.md).
+# BENCH_ARGS=--quick for a smoke run; BENCH_DATABASE_URL to point elsewhere.
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_ARGS ?= --profile
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The long crash torture: >= 1,000 runs, >= 50 SIGKILLs (the short one is in `make test`).
+torture: $(STAMP)
+	RESOLUTE_TORTURE_LONG=1 $(BIN)/python -m pytest tests/torture -k long -s $(PYTEST_ARGS)

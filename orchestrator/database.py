@@ -24,6 +24,7 @@ __all__ = [
     "migrations_dir",
     "resolve_database_url",
     "sqlalchemy_url",
+    "with_database",
 ]
 
 log = logging.getLogger("resolute.database")
@@ -50,6 +51,12 @@ def sqlalchemy_url(url: str) -> str:
 def asyncpg_dsn(url: str) -> str:
     """The plain libpq form asyncpg accepts."""
     return "postgresql://" + _split(url)[1]
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server, another database (keeps a ``?host=/socket/dir`` query)."""
+    head, sep, query = url.partition("?")
+    return f"{head.rsplit('/', 1)[0]}/{database}{sep}{query}"
 
 
 def display_url(url: str) -> str:

@@ -63,3 +63,5 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # APScheduler reports every heartbeat and recovery tick at INFO: noise, not news.
+    logging.getLogger("apscheduler").setLevel(max(root.level, logging.WARNING))

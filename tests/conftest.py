@@ -17,14 +17,14 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.database import asyncpg_dsn, create_engine, embedded_url, migrate_sync
+from orchestrator.database import (
+    asyncpg_dsn,
+    create_engine,
+    embedded_url,
+    migrate_sync,
+    with_database,
+)
 from orchestrator.store import Store
-
-
-def _with_database(url: str, database: str) -> str:
-    head, sep, query = url.partition("?")
-    base = head.rsplit("/", 1)[0]
-    return f"{base}/{database}{sep}{query}"
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +50,7 @@ def template_db(server_url: str) -> Iterator[str]:
             await conn.close()
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    migrate_sync(_with_database(server_url, name))
+    migrate_sync(with_database(server_url, name))
     yield name
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -64,7 +64,7 @@ async def database_url(server_url: str, template_db: str) -> AsyncIterator[str]:
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     finally:
         await conn.close()
-    url = _with_database(server_url, name)
+    url = with_database(server_url, name)
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:  # where test nodes record their side effects, outside Resolute's schema
         await conn.execute(

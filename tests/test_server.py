@@ -16,7 +16,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from orchestrator.database import asyncpg_dsn, create_engine
+from orchestrator.database import asyncpg_dsn, create_engine, with_database
 from orchestrator.store import Store
 from tests import service_flows as sf
 from tests.service_harness import (
@@ -53,7 +53,7 @@ async def test_health(svc: Service, database_url: str, server_url: str) -> None:
     admin = await asyncpg.connect(asyncpg_dsn(server_url))
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        bare_url = database_url.rsplit("/", 1)[0] + f"/{name}"
+        bare_url = with_database(database_url, name)
         async with running_service(database_url, store=Store(create_engine(bare_url))) as bare:
             resp = await bare.client.get("/health/ready")
             assert resp.status == 503 and "resolute db upgrade" in (await resp.json())["error"]
