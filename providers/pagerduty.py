@@ -278,15 +278,22 @@ class TriggerEventInput(BaseModel):
     custom_details: dict[str, Any] | None = None
     links: list[Link] = []
     timestamp: datetime | None = None
+    # Another service's integration key (escalations); default: the provider's.
+    routing_key: SecretStr | None = None
 
 
 class EventActionInput(BaseModel):
     dedup_key: str = Field(min_length=1, max_length=255)
+    routing_key: SecretStr | None = None
 
 
-async def _enqueue(ctx: StepContext, body: dict[str, Any]) -> EventResult:
+async def _enqueue(
+    ctx: StepContext, body: dict[str, Any], routing_key: SecretStr | None
+) -> EventResult:
     pd = ctx.provider(PagerDutyProvider)
-    body["routing_key"] = pd.require("routing_key")
+    body["routing_key"] = (
+        routing_key.get_secret_value() if routing_key else pd.require("routing_key")
+    )
     # A dedup_key makes enqueue idempotent, so every event may be retried in place.
     answer = await pd.events.request(
         "POST", "", operation=f"{body['event_action']} event", json_body=body, replay_safe=True
@@ -313,15 +320,17 @@ async def _trigger_event(ctx: StepContext, inp: TriggerEventInput) -> EventResul
     }
     if inp.links:
         body["links"] = [link.model_dump(exclude_none=True) for link in inp.links]
-    return await _enqueue(ctx, body)
+    return await _enqueue(ctx, body, inp.routing_key)
 
 
 async def _acknowledge_event(ctx: StepContext, inp: EventActionInput) -> EventResult:
-    return await _enqueue(ctx, {"event_action": "acknowledge", "dedup_key": inp.dedup_key})
+    body = {"event_action": "acknowledge", "dedup_key": inp.dedup_key}
+    return await _enqueue(ctx, body, inp.routing_key)
 
 
 async def _resolve_event(ctx: StepContext, inp: EventActionInput) -> EventResult:
-    return await _enqueue(ctx, {"event_action": "resolve", "dedup_key": inp.dedup_key})
+    body = {"event_action": "resolve", "dedup_key": inp.dedup_key}
+    return await _enqueue(ctx, body, inp.routing_key)
 
 
 def trigger_event(
@@ -336,10 +345,12 @@ def trigger_event(
     custom_details: Bind[dict[str, Any]] | None = None,
     links: Bind[list[dict[str, str]]] | None = None,
     timestamp: Bind[datetime] | None = None,
+    routing_key: Bind[str] | None = None,
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
 ) -> Node:
-    """Trigger an alert (Events API v2); ``dedup_key`` defaults to the step's key."""
+    """Trigger an alert (Events API v2); ``dedup_key`` defaults to the step's key,
+    ``routing_key`` to the provider's (pass another service's key to page it)."""
     return provider_node(
         "pagerduty.trigger_event",
         _trigger_event,
@@ -356,6 +367,7 @@ def trigger_event(
             "custom_details": custom_details,
             "links": links,
             "timestamp": timestamp,
+            "routing_key": routing_key,
         },
         retry=retry,
         timeout=timeout,
@@ -363,7 +375,11 @@ def trigger_event(
 
 
 def acknowledge_event(
-    *, dedup_key: Bind[str], retry: RetryPolicy | None = None, timeout: float | None = None
+    *,
+    dedup_key: Bind[str],
+    routing_key: Bind[str] | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
 ) -> Node:
     """Acknowledge the alert with ``dedup_key`` (Events API v2)."""
     return provider_node(
@@ -371,14 +387,18 @@ def acknowledge_event(
         _acknowledge_event,
         EventActionInput,
         EventResult,
-        {"dedup_key": dedup_key},
+        {"dedup_key": dedup_key, "routing_key": routing_key},
         retry=retry,
         timeout=timeout,
     )
 
 
 def resolve_event(
-    *, dedup_key: Bind[str], retry: RetryPolicy | None = None, timeout: float | None = None
+    *,
+    dedup_key: Bind[str],
+    routing_key: Bind[str] | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
 ) -> Node:
     """Resolve the alert with ``dedup_key`` (Events API v2)."""
     return provider_node(
@@ -386,7 +406,7 @@ def resolve_event(
         _resolve_event,
         EventActionInput,
         EventResult,
-        {"dedup_key": dedup_key},
+        {"dedup_key": dedup_key, "routing_key": routing_key},
         retry=retry,
         timeout=timeout,
     )

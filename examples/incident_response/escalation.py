@@ -16,19 +16,16 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from pydantic import SecretStr
-
 from orchestrator import (
     ConfigurationError,
     Flow,
     FlowState,
     Output,
-    StepContext,
-    node,
+    Template,
     wait_for_signal,
 )
 from providers import pagerduty, slack
-from providers.pagerduty import EventResult, Incident, IncidentEvent, PagerDutyProvider
+from providers.pagerduty import Incident
 
 from .common import (
     env_seconds,
@@ -39,38 +36,22 @@ from .common import (
     pagerduty_incident_webhook,
 )
 
-__all__ = ["EscalationPagerDuty", "flow"]
+__all__ = ["flow"]
 
 ESCALATE_AFTER = env_seconds("ESCALATION_AFTER_SECONDS", timedelta(minutes=15))
 MANAGEMENT_CHANNEL = os.environ.get("ESCALATION_SLACK_CHANNEL", "#ops")
 
 
-class EscalationPagerDuty:
-    """The Events API integration of the service that pages management.
-
-    A provider of its own because ``pagerduty.trigger_event`` sends with the main
-    provider's routing key, and escalations go to another service.
-    """
-
-    name = "pagerduty-escalation"
-
-    def __init__(self, routing_key: str | SecretStr, events_url: str) -> None:
-        self.pagerduty = PagerDutyProvider(routing_key=routing_key, events_url=events_url)
-
-    @classmethod
-    def from_env(cls) -> EscalationPagerDuty:
-        """``ESCALATION_ROUTING_KEY`` on ``PAGERDUTY_EVENTS_URL``."""
-        key = os.environ.get("ESCALATION_ROUTING_KEY")
-        if not key:
-            raise ConfigurationError(
-                "incident-with-escalation needs ESCALATION_ROUTING_KEY: the Events API "
-                "integration key of the PagerDuty service that pages management"
-            )
-        url = os.environ.get("PAGERDUTY_EVENTS_URL", pagerduty.EVENTS_URL)
-        return cls(routing_key=key, events_url=url)
-
-    async def close(self) -> None:
-        await self.pagerduty.close()
+def escalation_routing_key(_: FlowState) -> str:
+    """``ESCALATION_ROUTING_KEY``: the Events API key of the service that pages management
+    (read when the step starts, so a missing key fails that step with this message)."""
+    key = os.environ.get("ESCALATION_ROUTING_KEY")
+    if not key:
+        raise ConfigurationError(
+            "incident-with-escalation needs ESCALATION_ROUTING_KEY: the Events API "
+            "integration key of the PagerDuty service that pages management"
+        )
+    return key
 
 
 def not_acknowledged(s: FlowState) -> bool:
@@ -81,32 +62,34 @@ def still_unacknowledged(s: FlowState) -> bool:
     return s.get("current", Incident).status == "triggered"
 
 
-@node("page-management")
-async def page_management(ctx: StepContext, e: IncidentEvent) -> EventResult:
-    """Trigger the escalation alert; its dedup key names the incident, so a re-run (or a
-    second run for the same incident) never pages twice."""
-    pd = ctx.provider(EscalationPagerDuty).pagerduty
-    body = {
-        "routing_key": pd.require("routing_key"),
-        "event_action": "trigger",
-        "dedup_key": f"escalation-{e.incident_id}",
-        "client": "Resolute",
-        "payload": {
-            "summary": f"ESCALATION: PD #{e.incident_number} {e.title} unacknowledged for "
-            f"{human_duration(ESCALATE_AFTER)}",
-            "source": "resolute",
-            "severity": "critical",
-            "component": e.service_name,
-            "custom_details": {"incident_id": e.incident_id, "incident_url": e.html_url},
-        },
-        "links": [{"href": e.html_url, "text": "the unacknowledged incident"}]
-        if e.html_url
-        else [],
-    }
-    answer = await pd.events.request(
-        "POST", "", operation="trigger escalation", json_body=body, replay_safe=True
+def escalation_summary(s: FlowState) -> str:
+    e = event(s)
+    return (
+        f"ESCALATION: PD #{e.incident_number} {e.title} unacknowledged for "
+        f"{human_duration(ESCALATE_AFTER)}"
     )
-    return EventResult.model_validate(answer)
+
+
+def escalation_links(s: FlowState) -> list[dict[str, str]]:
+    e = event(s)
+    return [{"href": e.html_url, "text": "the unacknowledged incident"}] if e.html_url else []
+
+
+# Its dedup key names the incident, so a re-run (or a second run for the same incident)
+# never pages twice.
+page_management = pagerduty.trigger_event(
+    summary=escalation_summary,
+    source="resolute",
+    severity="critical",
+    dedup_key=Template("escalation-{event.incident_id}"),
+    component=Output("event.service_name"),
+    custom_details={
+        "incident_id": Output("event.incident_id"),
+        "incident_url": Output("event.html_url"),
+    },
+    links=escalation_links,
+    routing_key=escalation_routing_key,
+)
 
 
 def management_text(s: FlowState) -> str:

@@ -21,7 +21,6 @@ from providers.pagerduty import PagerDutyProvider
 from providers.slack import SlackProvider
 
 from . import escalation, incident_response, metrics, oncall, post_incident
-from .escalation import EscalationPagerDuty
 
 __all__ = ["worker"]
 
@@ -39,7 +38,6 @@ worker = (
         JiraProvider.from_env(),
         SlackProvider.from_env(),
         ConfluenceProvider.from_env(),
-        EscalationPagerDuty.from_env(),
         AuditTrail(),
     )
 )

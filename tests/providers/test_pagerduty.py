@@ -92,6 +92,23 @@ async def test_events_api_rejections_surface_the_vendor_message(
     assert "not-a-routing-key" not in str(err.value)
 
 
+async def test_a_step_can_page_another_service_with_its_routing_key(
+    run: Run, make_ctx: MakeContext, sandbox_env: dict[str, str]
+) -> None:
+    wrong = PagerDutyProvider(
+        routing_key="not-a-routing-key-000000000000000",
+        events_url=sandbox_env["PAGERDUTY_EVENTS_URL"],
+    )
+    node = pagerduty.trigger_event(
+        summary="escalate", source="resolute", routing_key=CREDENTIALS["pagerduty_routing_key"]
+    )
+    try:
+        result = await run(node, make_ctx(wrong))
+    finally:
+        await wrong.close()
+    assert result.status == "success"
+
+
 async def test_get_list_update_and_note(
     run: Run, make_ctx: MakeContext, pd: PagerDutyProvider, sandbox: Sandbox
 ) -> None:
