@@ -103,7 +103,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # No overflow: connections opened past the pool were closed again on return,
+        # so a burst paid a connect (and a backend fork) per statement. Wait instead.
+        max_overflow=0,
         pool_pre_ping=False,
         isolation_level="AUTOCOMMIT",
     )

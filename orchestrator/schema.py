@@ -139,7 +139,6 @@ run_events = Table(
     PrimaryKeyConstraint("run_id", "seq", name="run_events_pkey"),
     CheckConstraint(_in("type", EVENT_TYPES), name="run_events_type_check"),
 )
-Index("run_events_type_recorded", run_events.c.type, run_events.c.recorded_at)
 
 workers = Table(
     "workers",

@@ -67,6 +67,7 @@ class WaitRecord:
     name: str
     timeout_at: datetime | None
     correlation_key: str | None
+    done: bool = False  # received its signal or timed out
 
 
 @dataclass(slots=True)
@@ -97,6 +98,28 @@ class RunState:
     @property
     def terminal(self) -> bool:
         return self.status in ("completed", "failed", "cancelled")
+
+    @property
+    def phase(self) -> str:
+        """What ``flow_runs.status`` says after an append: ``running`` while a step runs
+        or work is due, ``waiting`` on a timer, a retry's backoff or a signal."""
+        if self.terminal:
+            return self.status
+        if any(rec.status == "running" for rec in self.steps.values()):
+            return "running"
+        waiting = self.next_wake() is not None or any(not w.done for w in self.waits.values())
+        return "waiting" if waiting else "running"
+
+    def next_wake(self) -> datetime | None:
+        """The earliest pending timer, retry or signal timeout."""
+        times = [t.fire_at for t in self.timers.values() if not t.fired]
+        times += [
+            r.next_attempt_at
+            for r in self.steps.values()
+            if r.status == "retrying" and r.next_attempt_at is not None
+        ]
+        times += [w.timeout_at for w in self.waits.values() if not w.done and w.timeout_at]
+        return min(times, default=None)
 
     def copy(self) -> RunState:
         """A copy safe to apply events to (records are replaced, never mutated shared)."""
@@ -173,15 +196,21 @@ class RunState:
                 if e.node_path is not None:
                     out = {"received": True, "payload": e.payload}
                     self.outputs[e.step or e.name] = self.last_output = out
+                    self._wait_done(path)
             case ev.SignalTimedOut():
                 out = {"received": False, "payload": None}
                 self.outputs[e.step or e.name] = self.last_output = out
+                self._wait_done(path)
             case ev.RunCompleted():
                 self.status, self.result, self.ended_at = "completed", e.result, e.recorded_at
             case ev.RunFailed():
                 self.status, self.error, self.ended_at = "failed", e.error, e.recorded_at
             case ev.RunCancelled():
                 self.status, self.error, self.ended_at = "cancelled", e.reason, e.recorded_at
+
+    def _wait_done(self, path: str) -> None:
+        if (wait := self.waits.get(path)) is not None:
+            self.waits[path] = replace(wait, done=True)
 
     def _step(self, path: str, e: ev.Event) -> StepRecord:
         rec = self.steps.get(path)

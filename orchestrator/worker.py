@@ -446,8 +446,9 @@ class Worker:
                 # Record what finished and hand the run back; the next owner continues it.
                 for e in outcomes:
                     d.state.apply(e)
-                status = "running" if d.tasks else "waiting"
-                await self._append(d, outcomes, Projection(status, release=not d.tasks))
+                st = d.state
+                projection = Projection(st.phase, wake_at=st.next_wake(), release=not d.tasks)
+                await self._append(d, outcomes, projection)
                 outcomes = []
                 if not d.tasks:
                     return
@@ -476,9 +477,7 @@ class Worker:
         decision = decide(d.definition, d.state, now)
         st = decision.state
         assert st is not None and self.store is not None
-        open_waits = [
-            w for p, w in st.waits.items() if d.definition.index[p].alias not in st.outputs
-        ]
+        open_waits = [w for w in st.waits.values() if not w.done]
         if st.terminal or not open_waits:
             return decision
         keys = {w.correlation_key or st.correlation_key for w in open_waits} - {None}
@@ -583,9 +582,7 @@ def _projection(decision: Decision, in_flight: bool, hold: bool) -> Projection:
     assert st is not None
     if st.terminal:
         return Projection(st.status, result=st.result, error=st.error, release=True)
-    if in_flight:
-        return Projection("running", wake_at=decision.wake_at)
-    return Projection("waiting", wake_at=decision.wake_at, release=not hold)
+    return Projection(st.phase, wake_at=decision.wake_at, release=not (in_flight or hold))
 
 
 def _shape(definition: FlowDefinition) -> dict[str, Any]:
