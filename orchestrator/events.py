@@ -86,7 +86,8 @@ class RunCancelled(_Event):
 class StepStarted(_Event):
     type: Literal["step.started"] = "step.started"
     node: str
-    input: Any = None
+    input: Any = None  # the resolved input, secrets redacted...
+    input_ref: str | None = None  # ...or the alias of the recorded output it is
 
 
 class StepCompleted(_Event):

@@ -29,7 +29,7 @@ from .definition import (
 )
 from .errors import FlowMismatchError, ReferenceResolutionError
 from .redaction import redact
-from .refs import resolve
+from .refs import Output, resolve
 from .state import FlowState, RunState
 
 __all__ = ["Decision", "Execute", "InboxSignal", "check_compatible", "decide"]
@@ -150,8 +150,15 @@ class _Pass:
                 ev.StepFailed(**common, error=error, error_type=type(exc).__name__, retryable=False)
             )
             return self.fail(error)
-        shown = node.input_adapter.dump_python(value, mode="json") if node.takes_input else None
-        self.emit(ev.StepStarted(**common, node=node.name, input=redact(shown)))
+        binding = step.binding
+        if isinstance(binding, Output) and not binding.path:
+            # The input is an earlier output (or the trigger payload) as the log already
+            # holds it: name it instead of copying it into every step that takes it.
+            started = ev.StepStarted(**common, node=node.name, input_ref=binding.alias)
+        else:
+            shown = node.input_adapter.dump_python(value, mode="json") if node.takes_input else None
+            started = ev.StepStarted(**common, node=node.name, input=redact(shown))
+        self.emit(started)
         self.out.execute.append(Execute(step, attempt, value))
         return _S.BLOCKED
 

@@ -1,5 +1,10 @@
-"""Drop ``run_events_type_recorded``: it cost an index insert per event on the hot path,
-and post-mortem queries reach events through their run (the primary key) instead.
+"""Smaller writes per step boundary.
+
+- ``flow_runs`` is updated at every step boundary. A low ``toast_tuple_target`` keeps the
+  run's input out of line, so an update copies a pointer, not the whole input, into the
+  new row version (and the WAL).
+- ``run_events_type_recorded`` cost an index insert per event; post-mortem queries reach
+  events through their run (the primary key) instead.
 
 Revision ID: 0004
 Revises: 0003
@@ -17,8 +22,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.execute("ALTER TABLE flow_runs SET (toast_tuple_target = 128)")
+    op.execute("ALTER TABLE flow_runs ALTER COLUMN input SET STORAGE EXTERNAL")
     op.drop_index("run_events_type_recorded", table_name="run_events")
 
 
 def downgrade() -> None:
     op.create_index("run_events_type_recorded", "run_events", ["type", "recorded_at"])
+    op.execute("ALTER TABLE flow_runs ALTER COLUMN input SET STORAGE EXTENDED")
+    op.execute("ALTER TABLE flow_runs RESET (toast_tuple_target)")
