@@ -120,7 +120,7 @@ WITH picked AS (
 )
 UPDATE flow_runs r
    SET lease_owner = :worker_id, lease_token = nextval('resolute_lease_token'),
-       wake_at = NULL, updated_at = now()
+       updated_at = now()
   FROM picked
  WHERE r.run_id = picked.run_id
 RETURNING r.run_id, r.flow, r.lease_token, r.last_seq, picked.prior_status
@@ -128,11 +128,12 @@ RETURNING r.run_id, r.flow, r.lease_token, r.last_seq, picked.prior_status
 )
 
 # A restarted worker with the same identity takes its runs back at once (new token, so
-# a zombie of the old process is fenced out).
+# a zombie of the old process is fenced out). Neither claim touches wake_at: should this
+# owner die before its first append, the run must stay claimable when it is due.
 RECLAIM_OWN = _sql(
     f"""
 UPDATE flow_runs
-   SET lease_token = nextval('resolute_lease_token'), wake_at = NULL, updated_at = now()
+   SET lease_token = nextval('resolute_lease_token'), updated_at = now()
  WHERE lease_owner = :worker_id AND status IN {_ACTIVE} AND flow = ANY(CAST(:flows AS text[]))
 RETURNING run_id, flow, lease_token, last_seq, 'restart' AS prior_status
 """
