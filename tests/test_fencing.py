@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -94,3 +95,24 @@ async def test_a_paused_worker_cannot_corrupt_a_run_taken_over(
             run_id,
         )
         assert [w[0] for w in writers] == ["other"]
+
+
+async def test_a_waiting_run_stays_claimable_when_its_new_owner_dies_at_once(
+    store: Store, pg: asyncpg.Connection
+) -> None:
+    await store.register_flow("f", "q", "fp", [])
+    run_id, _ = await store.start_run("f", {})
+    await store.heartbeat("a", ["q"])
+    [first] = await store.claim("a", "q", ["f"], 1)
+    timer = ev.TimerStarted(node_path="0", step="t", fire_at=datetime.now(UTC))
+    due = datetime.now(UTC) - timedelta(seconds=1)
+    await store.append(
+        run_id, first.lease_token, 1, [timer], Projection("waiting", wake_at=due, release=True), "a"
+    )
+    [again] = await store.claim("a", "q", ["f"], 1)  # woken by its timer...
+    assert again.prior_status == "waiting"
+    # ...and the worker is SIGKILLed before it appends anything.
+    await pg.execute("UPDATE workers SET heartbeat_at = now() - interval '1 hour'")
+    assert await store.recover_expired(15) == [run_id]
+    await store.heartbeat("b", ["q"])
+    assert [c.run_id for c in await store.claim("b", "q", ["f"], 1)] == [run_id]
