@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -13,7 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from pydantic import BaseModel
+from sqlalchemy import TextClause
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -126,6 +130,16 @@ class Store:
     async def _exec(self, statement: Any, params: dict[str, Any]) -> int:
         async with self.engine.connect() as conn:
             return (await conn.execute(statement, params)).rowcount
+
+    async def _exec_driver(self, statement: TextClause, params: dict[str, Any]) -> int:
+        """The hot path: the same named statement, straight through the pool's asyncpg
+        connection (prepared once per connection), skipping SQLAlchemy's per-call work."""
+        text, names = _positional(statement)
+        async with self.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            status: str = await driver.execute(text, *(params[n] for n in names))
+        return int(status.rsplit(" ", 1)[-1])
 
     # --- flows and runs -------------------------------------------------------------
 
@@ -537,11 +551,9 @@ class Store:
             "datas": [ev.event_data(e) for e in events],
         }
         try:
-            inserted = await self._exec(sql.APPEND, params)
-        except DBAPIError as exc:
-            if "run_events_pkey" in str(exc):  # a racing writer took the same seq
-                raise LeaseLostError(run_id) from exc
-            raise
+            inserted = await self._exec_driver(sql.APPEND, params)
+        except asyncpg.UniqueViolationError as exc:  # a racing writer took the same seq
+            raise LeaseLostError(run_id) from exc
         if inserted != len(events):
             raise LeaseLostError(run_id)
         return [e.model_copy(update={"seq": s}) for e, s in zip(events, seqs, strict=True)]
@@ -559,6 +571,16 @@ class Store:
 
     async def release_all(self, worker_id: str) -> int:
         return len(await self._rows(sql.RELEASE_ALL, {"worker_id": worker_id}))
+
+
+_ASYNCPG = asyncpg_dialect()  # type: ignore[no-untyped-call]
+
+
+@functools.cache
+def _positional(statement: TextClause) -> tuple[str, tuple[str, ...]]:
+    """A named statement in asyncpg's ``$n`` form, and the parameter names in order."""
+    compiled = statement.compile(dialect=_ASYNCPG)
+    return str(compiled), tuple(compiled.positiontup or ())
 
 
 def _claim(r: Any) -> Claim:
