@@ -47,4 +47,4 @@ bench: $(BENCH_STAMP)
 
 # The long crash torture: >= 1,000 runs, >= 50 SIGKILLs (the short one is in `make test`).
 torture: $(STAMP)
-	RESOLUTE_TORTURE_LONG=1 $(BIN)/python -m pytest tests/torture -k long -s $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/torture -m torture_long -s $(PYTEST_ARGS)

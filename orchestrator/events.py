@@ -183,9 +183,7 @@ COLUMNS = {"type", "node_path", "step", "attempt", "seq", "recorded_at", "worker
 
 def event_data(event: _Event) -> str:
     """The event's ``data`` column as JSON text."""
-    return json.dumps(
-        event.model_dump(mode="json", exclude=COLUMNS), separators=(",", ":"), default=str
-    )
+    return event.model_dump_json(exclude=COLUMNS)
 
 
 def parse_event(

@@ -103,7 +103,11 @@ flow_runs = Table(
     CheckConstraint(_in("status", RUN_STATUSES), name="flow_runs_status_check"),
     UniqueConstraint("flow", "idempotency_key", name="flow_runs_idempotency_key"),
 )
-Index("flow_runs_correlation_key", flow_runs.c.correlation_key)
+Index(
+    "flow_runs_correlation_key",
+    flow_runs.c.correlation_key,
+    postgresql_where=text("correlation_key IS NOT NULL"),
+)
 Index("flow_runs_flow_created", flow_runs.c.flow, flow_runs.c.created_at)
 Index(
     "flow_runs_claimable",

@@ -166,8 +166,13 @@ class Worker:
         self._scheduler.add_job(
             self._heartbeat, "interval", seconds=self.config.heartbeat_seconds, max_instances=1
         )
+        # Often enough that a dead worker's runs move within about a second of its
+        # lease expiring; the query only reads leased rows.
         self._scheduler.add_job(
-            self._recover, "interval", seconds=self.config.lease_seconds / 3, max_instances=1
+            self._recover,
+            "interval",
+            seconds=min(1.0, self.config.lease_seconds / 3),
+            max_instances=1,
         )
         for d in self.flows.values():
             for t in d.triggers:

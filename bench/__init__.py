@@ -1,0 +1,1 @@
+"""Benchmarks: Resolute against DBOS Transact and Absurd on the incident-shape workload."""
