@@ -20,7 +20,7 @@ from .database import display_url, migrate_sync, resolve_database_url
 from .errors import ResoluteError
 from .interpreter import check_compatible, decide
 from .logs import configure_logging
-from .postmortem import AuditTrail, render_markdown
+from .postmortem import AuditTrail, IncidentReport, render_markdown
 from .state import fold
 from .worker import Worker
 
@@ -371,6 +371,18 @@ def _trail(url: str | None) -> AuditTrail:
     return AuditTrail(resolve_database_url(url))
 
 
+async def _report(url: str | None, incident: str) -> IncidentReport:
+    trail = _trail(url)
+    try:
+        report = await trail.report(incident)
+    finally:
+        await trail.close()
+    if not report.timeline:
+        err.print(f"[red]error:[/red] no runs carry the correlation key {incident!r}")
+        raise typer.Exit(1)
+    return report
+
+
 @incidents_app.command("list")
 def incidents_list(database_url: DatabaseOpt = None, limit: int = 50) -> None:
     """Incidents (runs grouped by correlation key) with their response metrics."""
@@ -410,14 +422,7 @@ def incidents_show(incident: str, database_url: DatabaseOpt = None) -> None:
     """An incident's timeline across all its runs, in colour."""
 
     async def go() -> None:
-        trail = _trail(database_url)
-        try:
-            report = await trail.report(incident)
-        finally:
-            await trail.close()
-        if not report.timeline:
-            err.print(f"[red]error:[/red] no runs carry the correlation key {incident!r}")
-            raise typer.Exit(1)
+        report = await _report(database_url, incident)
         table = Table("time", "flow", "event", "actor", title=f"incident {incident}")
         for e in report.timeline:
             style = _COLOURS.get(e.type, "")
@@ -436,15 +441,7 @@ def postmortem(
     """A Markdown post-mortem draft from the incident's audit trail."""
 
     async def go() -> str:
-        trail = _trail(database_url)
-        try:
-            report = await trail.report(incident)
-        finally:
-            await trail.close()
-        if not report.timeline:
-            err.print(f"[red]error:[/red] no runs carry the correlation key {incident!r}")
-            raise typer.Exit(1)
-        return render_markdown(report)
+        return render_markdown(await _report(database_url, incident))
 
     text = _run(go)
     if output:
