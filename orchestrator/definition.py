@@ -40,6 +40,7 @@ __all__ = [
     "WhenStep",
     "timer",
     "wait_for_signal",
+    "walk",
 ]
 
 Predicate = Callable[["FlowState"], bool]

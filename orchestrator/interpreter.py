@@ -26,6 +26,7 @@ from .definition import (
     TimerStep,
     WaitStep,
     WhenStep,
+    walk,
 )
 from .errors import FlowMismatchError, ReferenceResolutionError
 from .redaction import redact
@@ -289,8 +290,6 @@ class _Pass:
 
 
 def _nodes(steps: tuple[Step, ...]) -> list[NodeStep]:
-    from .definition import walk
-
     return [s for s in walk(steps) if isinstance(s, NodeStep)]
 
 
