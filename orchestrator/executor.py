@@ -7,6 +7,7 @@ time), ready to be appended with whatever the run decides next.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -49,6 +50,16 @@ async def execute(job: Execute, ctx: StepContext, failures_so_far: int) -> ev.Ev
                 error_type="OutputTypeError",
                 retryable=False,
                 duration_ms=elapsed,
+            )
+        if "\\u0000" in json.dumps(output):
+            # jsonb cannot hold NUL: appending this output would fail on every replay.
+            return ev.StepFailed(
+                **common,
+                error=f"node {node.name!r} returned text containing a NUL character "
+                "(\\u0000), which PostgreSQL cannot store; strip it in the node",
+                error_type="OutputTypeError",
+                retryable=False,
+                duration_ms=(time.perf_counter() - began) * 1000,
             )
     except asyncio.CancelledError:
         raise

@@ -39,6 +39,11 @@ async def wrong_type(x: dict[str, object]) -> int:
     return "not a number"  # type: ignore[return-value]
 
 
+@node("nul")
+async def nul(x: dict[str, object]) -> str:
+    return "log line\x00with a NUL"
+
+
 @node("slow", timeout=0.1, retry=RetryPolicy(max_attempts=1))
 async def slow(x: dict[str, object]) -> str:
     await asyncio.sleep(5)
@@ -50,6 +55,7 @@ FLOWS = [
     Flow("flaky").then(flaky),
     Flow("wrong-type").then(wrong_type),
     Flow("slow").then(slow),
+    Flow("nul").then(nul),
 ]
 
 
@@ -89,6 +95,7 @@ def _failures(events: list[ev.Event]) -> list[ev.StepFailed]:
         ("flaky", "connection reset by peer", 2, lambda f: f.error_type == "ConnectionError"),
         ("wrong-type", "returned str, which does not match", 1, lambda f: not f.retryable),
         ("slow", "timed out after 0.1s", 1, lambda f: f.error_type == "StepTimeoutError"),
+        ("nul", "NUL character", 1, lambda f: not f.retryable),
     ],
 )
 async def test_failing_steps_are_recorded(
@@ -103,7 +110,7 @@ async def test_failing_steps_are_recorded(
 
 
 async def test_unknown_flow_names_the_known_ones(client: Client) -> None:
-    with pytest.raises(UnknownFlowError, match=r"unknown flow 'nope'.*Known flows: flaky, refuse"):
+    with pytest.raises(UnknownFlowError, match=r"unknown flow 'nope'.*Known flows: flaky, nul, refuse"):
         await client.start("nope", {})
 
 
