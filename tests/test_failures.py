@@ -110,7 +110,8 @@ async def test_failing_steps_are_recorded(
 
 
 async def test_unknown_flow_names_the_known_ones(client: Client) -> None:
-    with pytest.raises(UnknownFlowError, match=r"unknown flow 'nope'.*Known flows: flaky, nul, refuse"):
+    known = r"unknown flow 'nope'.*Known flows: flaky, nul, refuse"
+    with pytest.raises(UnknownFlowError, match=known):
         await client.start("nope", {})
 
 
