@@ -529,8 +529,8 @@ class Store:
         events: Sequence[ev.Event],
         projection: Projection,
         worker_id: str,
-    ) -> list[ev.Event]:
-        """Append under the lease fence; returns the events with their seq numbers."""
+    ) -> None:
+        """Append under the lease fence (``expected_seq`` is the log's current end)."""
         seqs = list(range(expected_seq + 1, expected_seq + 1 + len(events)))
         params = {
             "run_id": run_id,
@@ -556,7 +556,6 @@ class Store:
             raise LeaseLostError(run_id) from exc
         if inserted != len(events):
             raise LeaseLostError(run_id)
-        return [e.model_copy(update={"seq": s}) for e, s in zip(events, seqs, strict=True)]
 
     async def release(
         self, run_id: str, lease_token: int, status: str, wake_at: datetime | None

@@ -104,6 +104,7 @@ class Worker:
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, _Driver] = {}
         self._chores: set[asyncio.Task[None]] = set()
+        self._runtime: _StepRuntime | None = None
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._claimer: asyncio.Task[None] | None = None
@@ -158,6 +159,7 @@ class Worker:
         if self.config.auto_migrate:
             await migrate(url)
         self.store = Store(engine)
+        self._runtime = _StepRuntime(self.store)
         await self.register_flows(self.store)
         await self.store.heartbeat(self.worker_id, self._queues())
         self._stopping.clear()
@@ -540,7 +542,7 @@ class Worker:
                 attempt=job.attempt,
             ),
             providers=self.providers,
-            runtime=_StepRuntime(self.store) if self.store is not None else None,
+            runtime=self._runtime,
         )
         rec = d.state.steps.get(step.path)
         outcome = await execute(job, ctx, rec.failures if rec else 0)

@@ -8,7 +8,6 @@ page already carries.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
@@ -19,7 +18,7 @@ from orchestrator.node import Node, RetryPolicy, StepContext
 
 from .binding import Bind, provider_node
 from .errors import NotFoundError
-from .http import HttpClient, Redactor, RetryConfig
+from .http import RetryConfig, basic_auth_client
 
 __all__ = [
     "ConfluencePage",
@@ -65,16 +64,13 @@ class ConfluenceProvider:
         api_token: str | SecretStr,
         retry: RetryConfig | None = None,
     ) -> None:
-        token = api_token if isinstance(api_token, SecretStr) else SecretStr(api_token)
-        basic = base64.b64encode(f"{email}:{token.get_secret_value()}".encode()).decode()
-        self.client = HttpClient(
+        self.client = basic_auth_client(
             "confluence",
             base_url,
+            email=email,
+            api_token=api_token,
             error_message=_error,
             retry=retry,
-            auth_headers={"Authorization": SecretStr(f"Basic {basic}")},
-            headers={"Accept": "application/json"},
-            redact=Redactor([token, basic]),
         )
 
     @classmethod

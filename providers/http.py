@@ -16,6 +16,7 @@ Retry rules:
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import json
 import logging
@@ -38,6 +39,7 @@ __all__ = [
     "Query",
     "Redactor",
     "RetryConfig",
+    "basic_auth_client",
     "retry_after",
 ]
 
@@ -230,3 +232,27 @@ class HttpClient:
             self.retry.max_attempts,
         )
         await asyncio.sleep(delay)
+
+
+def basic_auth_client(
+    vendor: str,
+    base_url: str,
+    *,
+    email: str,
+    api_token: str | SecretStr,
+    error_message: ErrorMessage,
+    retry: RetryConfig | None = None,
+) -> HttpClient:
+    """A client for Atlassian's scheme: HTTP Basic with an email and an API token; the
+    token and the encoded pair never reach a log or an error."""
+    token = api_token if isinstance(api_token, SecretStr) else SecretStr(api_token)
+    basic = base64.b64encode(f"{email}:{token.get_secret_value()}".encode()).decode()
+    return HttpClient(
+        vendor,
+        base_url,
+        error_message=error_message,
+        retry=retry,
+        auth_headers={"Authorization": SecretStr(f"Basic {basic}")},
+        headers={"Accept": "application/json"},
+        redact=Redactor([token, basic]),
+    )

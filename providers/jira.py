@@ -9,7 +9,6 @@ at-least-once; transitions and assignment set a state and are idempotent (see
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from datetime import datetime
@@ -24,7 +23,7 @@ from orchestrator.node import Node, RetryPolicy, StepContext
 from .adf import to_adf, to_text
 from .binding import Bind, provider_node
 from .errors import NotFoundError
-from .http import HttpClient, Redactor, RetryConfig
+from .http import RetryConfig, basic_auth_client
 
 __all__ = [
     "Assignment",
@@ -76,17 +75,14 @@ class JiraProvider:
         api_token: str | SecretStr,
         retry: RetryConfig | None = None,
     ) -> None:
-        token = api_token if isinstance(api_token, SecretStr) else SecretStr(api_token)
-        basic = base64.b64encode(f"{email}:{token.get_secret_value()}".encode()).decode()
         self.base_url = base_url.rstrip("/")
-        self.client = HttpClient(
+        self.client = basic_auth_client(
             "jira",
             self.base_url,
+            email=email,
+            api_token=api_token,
             error_message=_error,
             retry=retry,
-            auth_headers={"Authorization": SecretStr(f"Basic {basic}")},
-            headers={"Accept": "application/json"},
-            redact=Redactor([token, basic]),
         )
 
     @classmethod

@@ -8,7 +8,7 @@ runs again after a crash de-duplicates into the same alert. ``acknowledge_event`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -323,14 +323,30 @@ async def _trigger_event(ctx: StepContext, inp: TriggerEventInput) -> EventResul
     return await _enqueue(ctx, body, inp.routing_key)
 
 
-async def _acknowledge_event(ctx: StepContext, inp: EventActionInput) -> EventResult:
-    body = {"event_action": "acknowledge", "dedup_key": inp.dedup_key}
-    return await _enqueue(ctx, body, inp.routing_key)
+def _event_action(action: str) -> Callable[[StepContext, EventActionInput], Awaitable[EventResult]]:
+    async def send(ctx: StepContext, inp: EventActionInput) -> EventResult:
+        body = {"event_action": action, "dedup_key": inp.dedup_key}
+        return await _enqueue(ctx, body, inp.routing_key)
+
+    return send
 
 
-async def _resolve_event(ctx: StepContext, inp: EventActionInput) -> EventResult:
-    body = {"event_action": "resolve", "dedup_key": inp.dedup_key}
-    return await _enqueue(ctx, body, inp.routing_key)
+def _event_action_node(
+    action: str,
+    dedup_key: Bind[str],
+    routing_key: Bind[str] | None,
+    retry: RetryPolicy | None,
+    timeout: float | None,
+) -> Node:
+    return provider_node(
+        f"pagerduty.{action}_event",
+        _event_action(action),
+        EventActionInput,
+        EventResult,
+        {"dedup_key": dedup_key, "routing_key": routing_key},
+        retry=retry,
+        timeout=timeout,
+    )
 
 
 def trigger_event(
@@ -382,15 +398,7 @@ def acknowledge_event(
     timeout: float | None = None,
 ) -> Node:
     """Acknowledge the alert with ``dedup_key`` (Events API v2)."""
-    return provider_node(
-        "pagerduty.acknowledge_event",
-        _acknowledge_event,
-        EventActionInput,
-        EventResult,
-        {"dedup_key": dedup_key, "routing_key": routing_key},
-        retry=retry,
-        timeout=timeout,
-    )
+    return _event_action_node("acknowledge", dedup_key, routing_key, retry, timeout)
 
 
 def resolve_event(
@@ -401,15 +409,7 @@ def resolve_event(
     timeout: float | None = None,
 ) -> Node:
     """Resolve the alert with ``dedup_key`` (Events API v2)."""
-    return provider_node(
-        "pagerduty.resolve_event",
-        _resolve_event,
-        EventActionInput,
-        EventResult,
-        {"dedup_key": dedup_key, "routing_key": routing_key},
-        retry=retry,
-        timeout=timeout,
-    )
+    return _event_action_node("resolve", dedup_key, routing_key, retry, timeout)
 
 
 # -- REST API v2 ---------------------------------------------------------------------------
