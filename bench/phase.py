@@ -339,6 +339,16 @@ async def replay(args: argparse.Namespace) -> dict[str, Any]:
     return await measure(args.db, args.runs, repeats=5)
 
 
+async def ingest(args: argparse.Namespace) -> dict[str, Any]:
+    """Webhook ingest, Resolute and the plain-handler ceiling side by side (bench/ingest.py):
+    ``--runs`` distinct deliveries, ``--duplicates`` repeats, ``--concurrency`` connections."""
+    from bench.ingest import measure
+
+    return await measure(
+        args.db, args.runs, args.duplicates, args.concurrency, args.pool, args.profile
+    )
+
+
 PHASES = {
     "throughput": throughput,
     "latency": latency,
@@ -346,6 +356,7 @@ PHASES = {
     "floor": floor,
     "pgbench": pgbench,
     "replay": replay,
+    "ingest": ingest,
 }
 
 
@@ -363,7 +374,8 @@ def main() -> None:
     p.add_argument("--sequential", action="store_true", help="floor: one run at a time")
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--seconds", type=int, default=10, help="pgbench: duration")
-    p.add_argument("--profile", help="throughput: py-spy raw stacks of the worker to this file")
+    p.add_argument("--duplicates", type=int, default=0, help="ingest: repeated deliveries")
+    p.add_argument("--profile", help="throughput, ingest: py-spy raw stacks to this file")
     args = p.parse_args()
     print(json.dumps(asyncio.run(PHASES[args.phase](args))))
 

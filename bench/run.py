@@ -34,6 +34,8 @@ PEER_PACKAGES = {"dbos": ("dbos",), "absurd": ("absurd_sdk", "absurdctl")}
 RECOVERY = {"resolute": ("same", "other"), "dbos": ("same",), "absurd": ("same", "other")}
 
 Results = dict[str, list[dict[str, Any]]]
+# Counts, not rates: no us/peer ratio (0 / n means nothing).
+COUNTS = ("duplicates", "lost", "sessions", "accepted_not_stored", "extra_runs")
 
 
 def phase(name: str, db_name: str, args: argparse.Namespace, **opts: Any) -> dict[str, Any]:
@@ -111,6 +113,8 @@ def measure(args: argparse.Namespace, engines: list[str]) -> Results:
                         concurrency=conc,
                     )
                 )
+            if "ingest" in args.phases and e == "resolute":
+                ingest(res, args, f"bench_ingest_{r}")
             for mode in RECOVERY[e] if "recovery" in args.phases else ():
                 res[f"{e}/recovery-{mode}"].append(
                     phase(
@@ -149,7 +153,29 @@ def measure(args: argparse.Namespace, engines: list[str]) -> Results:
                 profile=OUT / "profile.raw",
             )
         )
+        if "ingest" in args.phases:
+            ingest(res, args, "bench_ingest_profile", OUT / "ingest-profile.raw")
     return res
+
+
+def ingest(
+    res: Results, args: argparse.Namespace, db_name: str, profile: Path | None = None
+) -> None:
+    """Webhook ingest: Resolute under ``resolute/ingest``, the plain aiohttp handler (the
+    ceiling, no database) under ``floor/ingest``; a profiled run under ``*/ingest-profiled``."""
+    out = phase(
+        "ingest",
+        db_name,
+        args,
+        runs=args.ingest_deliveries,
+        duplicates=args.ingest_duplicates,
+        concurrency=args.ingest_connections,
+        **({"profile": profile} if profile else {}),
+    )
+    suffix = "-profiled" if profile else ""
+    res[f"resolute/ingest{suffix}"].append(out.get("resolute", out))
+    if "plain" in out:
+        res[f"floor/ingest{suffix}"].append(out["plain"])
 
 
 def median(res: Results, key: str, metric: str) -> float | None:
@@ -212,7 +238,21 @@ def table(res: Results, engines: list[str], skipped: dict[str, str]) -> str:
         ("worker CPU ms per run (user + system)", "throughput", "cpu_ms_per_run", "throughput", 1),
         ("connections opened in the throughput phase", "throughput", "sessions", None, 0),
         ("throughput phase: duplicated side effects", "throughput", "duplicates", None, 0),
-    ]
+        (
+            "webhook ingest: deliveries/s (floor: plain aiohttp handler, no database)",
+            "ingest",
+            "deliveries_per_s",
+            "ingest",
+            0,
+        ),
+        ("webhook ingest: p50 ms", "ingest", "p50_ms", "ingest", 1),
+        ("webhook ingest: p99 ms", "ingest", "p99_ms", "ingest", 1),
+        ("webhook ingest: server CPU ms per delivery", "ingest", "server_cpu_ms_per_delivery",
+         "ingest", 2),
+        ("webhook ingest: 2xx deliveries not in the database", "ingest", "accepted_not_stored",
+         None, 0),
+        ("webhook ingest: runs beyond one per delivery", "ingest", "extra_runs", None, 0),
+    ]  # fmt: skip
 
     def value(engine: str, key: str, metric: str) -> float | None:
         if metric != "step_ms":
@@ -230,7 +270,7 @@ def table(res: Results, engines: list[str], skipped: dict[str, str]) -> str:
         ratios = []
         for p in peers:
             theirs = values[p]
-            countable = metric not in ("duplicates", "lost", "sessions")
+            countable = metric not in COUNTS
             ok = countable and ours is not None and theirs is not None and theirs > 0
             ratios.append(f"{ours / theirs:.2f}x" if ok else "")  # type: ignore[operator]
         floor = fmt(median(res, f"floor/{floor_key}", metric), d) if floor_key else ""
@@ -246,9 +286,31 @@ def table(res: Results, engines: list[str], skipped: dict[str, str]) -> str:
             f"load {replay['load_ms']:.0f} ms (SQL + parsing), fold {replay['fold_ms']:.1f} ms, "
             f"decide {replay['decide_ms']:.1f} ms"
         )
+    out += ingest_summary(res)
     out += [f"{e}: skipped, {why}" for e, why in skipped.items()]
     out += [f"error in {k}: {r['error']}" for k, rs in res.items() for r in rs if "error" in r]
     return "\n".join(out) + "\n"
+
+
+def ingest_summary(res: Results) -> list[str]:
+    """The ingest rows in a sentence: the ratio to the ceiling and the durability check."""
+    ours = [r for r in res.get("resolute/ingest", []) if "deliveries_per_s" in r]
+    if not ours:
+        return []
+    rate, ceiling = (
+        median(res, "resolute/ingest", "deliveries_per_s"),
+        median(res, "floor/ingest", "deliveries_per_s"),
+    )
+    share = f" = {100 * rate / ceiling:.0f}% of" if rate and ceiling else ", ceiling"
+    first = ours[0]
+    stored = sum(1 for r in ours if r.get("stored_ok"))
+    return [
+        f"webhook ingest ({first['distinct']:,} distinct signed PagerDuty v3 deliveries of "
+        f"{first['body_bytes']:,} B + {first['duplicates']:,} repeats, "
+        f"{first['connections']} connections): {fmt(rate, 0)} deliveries/s{share} the plain "
+        f"aiohttp handler's {fmt(ceiling, 0)}; every 2xx in the database with exactly one run "
+        f"and every repeat answered as a duplicate in {stored} of {len(ours)} repeat(s)"
+    ]
 
 
 def main() -> None:
@@ -258,13 +320,16 @@ def main() -> None:
     p.add_argument("--engines", default=",".join(ENGINES))
     p.add_argument(
         "--phases",
-        default="floor,throughput,latency,recovery,pgbench,replay",
+        default="floor,throughput,latency,recovery,pgbench,replay,ingest",
         help="comma-separated subset",
     )
     p.add_argument("--runs", type=int, help="throughput runs (default 2000, quick 200)")
     p.add_argument("--latency-runs", type=int, help="sequential runs (default 200, quick 30)")
     p.add_argument("--recovery-runs", type=int, help="runs in flight at the kill (300, quick 100)")
     p.add_argument("--replay-events", type=int, default=10_000)
+    p.add_argument("--ingest-deliveries", type=int, help="distinct (default 3000, quick 500)")
+    p.add_argument("--ingest-duplicates", type=int, help="repeated deliveries (default 10%%)")
+    p.add_argument("--ingest-connections", type=int, default=16, help="load generator's")
     p.add_argument("--concurrency", type=int, default=100, help="runs in flight per worker")
     p.add_argument("--pool", type=int, default=10, help="database connections per worker")
     p.add_argument("--lease", type=float, help="lease / claim timeout s (default 10, quick 5)")
@@ -285,6 +350,9 @@ def main() -> None:
     args.recovery_runs = args.recovery_runs or (100 if q else 300)
     args.lease = args.lease or (5.0 if q else 10.0)
     args.pgbench_seconds = args.pgbench_seconds or (3 if q else 10)
+    args.ingest_deliveries = args.ingest_deliveries or (500 if q else 3000)
+    if args.ingest_duplicates is None:
+        args.ingest_duplicates = args.ingest_deliveries // 10
     args.phases = set(args.phases.split(","))
 
     skipped = {e: why for e in args.engines.split(",") if (why := available(e))}
@@ -308,6 +376,9 @@ def main() -> None:
 
         (OUT / "profile.txt").write_text(summarize(OUT / "profile.raw"))
         report += f"\nprofile of the worker: {OUT / 'profile.txt'}\n"
+        if "ingest" in args.phases and (OUT / "ingest-profile.raw").exists():
+            (OUT / "ingest-profile.txt").write_text(summarize(OUT / "ingest-profile.raw"))
+            report += f"profile of the ingest server: {OUT / 'ingest-profile.txt'}\n"
     print("\n" + report)
 
 
