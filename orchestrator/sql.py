@@ -155,28 +155,46 @@ SELECT seq, type, node_path, step, attempt, data, recorded_at, worker_id
 
 # The hot path: one statement appends a step boundary's events and advances the run's
 # projection, only while this writer holds the lease and the log is where it expects.
+# Group commit: the step boundaries of many runs in one statement. Each run's update is
+# fenced by its lease token and expected log end; only fenced runs get their events, in
+# order (the hash-chain trigger needs seq n-1 before n). Returns the runs that passed.
 APPEND = _sql(
     f"""
-WITH fence AS (
-    UPDATE flow_runs
-       SET last_seq = :last_seq,
-           status = :status,
-           wake_at = :wake_at,
-           result = COALESCE(CAST(:result AS jsonb), result),
-           error = COALESCE(:error, error),
-           lease_owner = CASE WHEN :release THEN NULL ELSE lease_owner END,
-           lease_token = CASE WHEN :release THEN NULL ELSE lease_token END,
+WITH boundary AS (
+    SELECT *
+      FROM unnest(CAST(:run_ids AS uuid[]), CAST(:lease_tokens AS bigint[]),
+                  CAST(:expected_seqs AS int[]), CAST(:last_seqs AS int[]),
+                  CAST(:statuses AS text[]), CAST(:wake_ats AS timestamptz[]),
+                  CAST(:results AS jsonb[]), CAST(:errors AS text[]),
+                  CAST(:releases AS boolean[]))
+           AS b(run_id, lease_token, expected_seq, last_seq, status, wake_at, result, error,
+                release)
+), fence AS (
+    UPDATE flow_runs r
+       SET last_seq = b.last_seq,
+           status = b.status,
+           wake_at = b.wake_at,
+           result = COALESCE(b.result, r.result),
+           error = COALESCE(b.error, r.error),
+           lease_owner = CASE WHEN b.release THEN NULL ELSE r.lease_owner END,
+           lease_token = CASE WHEN b.release THEN NULL ELSE r.lease_token END,
            updated_at = now(),
-           completed_at = CASE WHEN :status IN {_TERMINAL} THEN now() END
-     WHERE run_id = :run_id AND lease_token = :lease_token AND last_seq = :expected_seq
-    RETURNING run_id
+           completed_at = CASE WHEN b.status IN {_TERMINAL} THEN now() END
+      FROM boundary b
+     WHERE r.run_id = b.run_id AND r.lease_token = b.lease_token
+       AND r.last_seq = b.expected_seq
+    RETURNING r.run_id
+), appended AS (
+    INSERT INTO run_events (run_id, seq, type, node_path, step, attempt, data, worker_id)
+    SELECT e.run_id, e.seq, e.type, e.node_path, e.step, e.attempt, e.data, :worker_id
+      FROM unnest(CAST(:event_runs AS uuid[]), CAST(:seqs AS int[]), CAST(:types AS text[]),
+                  CAST(:node_paths AS text[]), CAST(:steps AS text[]),
+                  CAST(:attempts AS int[]), CAST(:datas AS jsonb[]))
+           WITH ORDINALITY AS e(run_id, seq, type, node_path, step, attempt, data, n)
+     WHERE e.run_id IN (SELECT run_id FROM fence)
+     ORDER BY e.n
 )
-INSERT INTO run_events (run_id, seq, type, node_path, step, attempt, data, worker_id)
-SELECT fence.run_id, e.seq, e.type, e.node_path, e.step, e.attempt, e.data, :worker_id
-  FROM fence,
-       unnest(CAST(:seqs AS int[]), CAST(:types AS text[]), CAST(:node_paths AS text[]),
-              CAST(:steps AS text[]), CAST(:attempts AS int[]), CAST(:datas AS jsonb[]))
-           AS e(seq, type, node_path, step, attempt, data)
+SELECT run_id FROM fence
 """
 )
 

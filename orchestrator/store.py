@@ -82,6 +82,18 @@ class Projection:
 
 
 @dataclass(frozen=True, slots=True)
+class Boundary:
+    """One run's step boundary: the events after ``expected_seq`` (the log's end as its
+    owner knows it) and what ``flow_runs`` says afterwards."""
+
+    run_id: str
+    lease_token: int
+    expected_seq: int
+    events: Sequence[ev.Event]
+    projection: Projection
+
+
+@dataclass(frozen=True, slots=True)
 class BrokenLink:
     """The first event of a run whose hash chain does not hold."""
 
@@ -131,15 +143,15 @@ class Store:
         async with self.engine.connect() as conn:
             return (await conn.execute(statement, params)).rowcount
 
-    async def _exec_driver(self, statement: TextClause, params: dict[str, Any]) -> int:
+    async def _fetch_driver(self, statement: TextClause, params: dict[str, Any]) -> list[Any]:
         """The hot path: the same named statement, straight through the pool's asyncpg
         connection (prepared once per connection), skipping SQLAlchemy's per-call work."""
         text, names = _positional(statement)
         async with self.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
-            status: str = await driver.execute(text, *(params[n] for n in names))
-        return int(status.rsplit(" ", 1)[-1])
+            rows: list[Any] = await driver.fetch(text, *(params[n] for n in names))
+        return rows
 
     # --- flows and runs -------------------------------------------------------------
 
@@ -530,32 +542,26 @@ class Store:
         projection: Projection,
         worker_id: str,
     ) -> None:
-        """Append under the lease fence (``expected_seq`` is the log's current end)."""
-        seqs = list(range(expected_seq + 1, expected_seq + 1 + len(events)))
-        params = {
-            "run_id": run_id,
-            "lease_token": lease_token,
-            "expected_seq": expected_seq,
-            "last_seq": seqs[-1],
-            "status": projection.status,
-            "wake_at": projection.wake_at,
-            "result": None if projection.result is None else _dumps(projection.result),
-            "error": projection.error,
-            "release": projection.release,
-            "worker_id": worker_id,
-            "seqs": seqs,
-            "types": [e.type for e in events],
-            "node_paths": [e.node_path for e in events],
-            "steps": [e.step for e in events],
-            "attempts": [e.attempt for e in events],
-            "datas": [ev.event_data(e) for e in events],
-        }
-        try:
-            inserted = await self._exec_driver(sql.APPEND, params)
-        except asyncpg.UniqueViolationError as exc:  # a racing writer took the same seq
-            raise LeaseLostError(run_id) from exc
-        if inserted != len(events):
+        """Append one run's boundary under the lease fence."""
+        boundary = Boundary(run_id, lease_token, expected_seq, events, projection)
+        if await self.append_many([boundary], worker_id):
             raise LeaseLostError(run_id)
+
+    async def append_many(self, boundaries: Sequence[Boundary], worker_id: str) -> set[str]:
+        """Append the boundaries of several runs in one statement (one commit); returns
+        the runs whose fence failed (another writer owns them now), whose events were
+        not written. The others are durable when this returns."""
+        try:
+            passed = await self._fetch_driver(sql.APPEND, _append_params(boundaries, worker_id))
+        except asyncpg.UniqueViolationError:
+            # A racing writer took a seq of one run: write one by one so only it fails.
+            if len(boundaries) == 1:
+                return {boundaries[0].run_id}
+            lost: set[str] = set()
+            for b in boundaries:
+                lost |= await self.append_many([b], worker_id)
+            return lost
+        return {b.run_id for b in boundaries} - {str(r[0]) for r in passed}
 
     async def release(
         self, run_id: str, lease_token: int, status: str, wake_at: datetime | None
@@ -580,6 +586,31 @@ def _positional(statement: TextClause) -> tuple[str, tuple[str, ...]]:
     """A named statement in asyncpg's ``$n`` form, and the parameter names in order."""
     compiled = statement.compile(dialect=_ASYNCPG)
     return str(compiled), tuple(compiled.positiontup or ())
+
+
+def _append_params(boundaries: Sequence[Boundary], worker_id: str) -> dict[str, Any]:
+    """APPEND's parameters: one array element per boundary, and one per event."""
+    p: dict[str, list[Any]] = {n: [] for n in _positional(sql.APPEND)[1] if n != "worker_id"}
+    for b in boundaries:
+        proj = b.projection
+        p["run_ids"].append(b.run_id)
+        p["lease_tokens"].append(b.lease_token)
+        p["expected_seqs"].append(b.expected_seq)
+        p["last_seqs"].append(b.expected_seq + len(b.events))
+        p["statuses"].append(proj.status)
+        p["wake_ats"].append(proj.wake_at)
+        p["results"].append(None if proj.result is None else _dumps(proj.result))
+        p["errors"].append(proj.error)
+        p["releases"].append(proj.release)
+        for i, e in enumerate(b.events, b.expected_seq + 1):
+            p["event_runs"].append(b.run_id)
+            p["seqs"].append(i)
+            p["types"].append(e.type)
+            p["node_paths"].append(e.node_path)
+            p["steps"].append(e.step)
+            p["attempts"].append(e.attempt)
+            p["datas"].append(ev.event_data(e))
+    return {"worker_id": worker_id, **p}
 
 
 def _claim(r: Any) -> Claim:

@@ -27,6 +27,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from . import events as ev
 from . import metrics
+from .appender import Appender
 from .database import (
     asyncpg_dsn,
     check_reachable,
@@ -43,7 +44,7 @@ from .logs import logger_for
 from .node import Provider, StepContext
 from .sql import CANCEL_CHANNEL, NOTIFY_CHANNEL, SIGNAL_CHANNEL
 from .state import FlowState, RunState, fold
-from .store import Claim, Projection, Store
+from .store import Boundary, Claim, Projection, Store
 from .triggers import ScheduleTrigger, SignalTrigger, WebhookTrigger
 
 __all__ = ["Worker", "WorkerConfig"]
@@ -90,7 +91,12 @@ class _Driver:
     state: RunState
     seq: int
     tasks: dict[str, asyncio.Task[ev.Event]] = field(default_factory=dict)
-    poke: asyncio.Event = field(default_factory=asyncio.Event)  # a signal arrived
+    finished: list[tuple[str, asyncio.Task[ev.Event]]] = field(default_factory=list)
+    poke: asyncio.Event = field(default_factory=asyncio.Event)  # a step ended or a signal came
+
+    def step_done(self, path: str, task: asyncio.Task[ev.Event]) -> None:
+        self.finished.append((path, task))
+        self.poke.set()
 
 
 class Worker:
@@ -105,6 +111,7 @@ class Worker:
         self._live: dict[str, _Driver] = {}
         self._chores: set[asyncio.Task[None]] = set()
         self._runtime: _StepRuntime | None = None
+        self._appender: Appender | None = None
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._claimer: asyncio.Task[None] | None = None
@@ -160,6 +167,7 @@ class Worker:
             await migrate(url)
         self.store = Store(engine)
         self._runtime = _StepRuntime(self.store)
+        self._appender = Appender(self.store, self.worker_id)
         await self.register_flows(self.store)
         await self.store.heartbeat(self.worker_id, self._queues())
         self._stopping.clear()
@@ -441,7 +449,9 @@ class Worker:
                 if (task := d.tasks.pop(path, None)) is not None:
                     task.cancel()
             for job in decision.execute:
-                d.tasks[job.step.path] = asyncio.create_task(self._run_step(d, job))
+                task = asyncio.create_task(self._run_step(d, job))
+                task.add_done_callback(functools.partial(d.step_done, job.step.path))
+                d.tasks[job.step.path] = task
             if d.state.terminal:
                 rlog.info("run %s", d.state.status)
                 metrics.RUNS_ENDED.labels(d.definition.name, d.state.status).inc()
@@ -462,21 +472,18 @@ class Worker:
 
     async def _next_outcomes(self, d: _Driver, wake_at: datetime | None) -> list[ev.Event]:
         """Wait for steps to finish, the next wake-up time, or a signal for this run."""
-        timeout = None if wake_at is None else max(0.0, (wake_at - _now()).total_seconds())
+        if not d.poke.is_set():
+            timeout = None if wake_at is None else max(0.0, (wake_at - _now()).total_seconds())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await d.poke.wait()
         d.poke.clear()
-        waiters: list[asyncio.Future[Any]] = [*d.tasks.values()]
-        poke = asyncio.ensure_future(d.poke.wait())
-        try:
-            done, _ = await asyncio.wait(
-                [*waiters, poke], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            poke.cancel()
         outcomes = []
-        for path, task in list(d.tasks.items()):
-            if task in done:
+        for path, task in d.finished:
+            if d.tasks.get(path) is task:  # not a task cancelled since
                 del d.tasks[path]
                 outcomes.append(task.result())
+        d.finished.clear()
         return outcomes
 
     async def _decide(self, d: _Driver, now: datetime) -> Decision:
@@ -519,9 +526,10 @@ class Worker:
         return ev.RunResumed(reason=reason, previous_worker=previous)
 
     async def _append(self, d: _Driver, batch: list[ev.Event], projection: Projection) -> None:
-        assert self.store is not None
-        await self.store.append(
-            d.claim.run_id, d.claim.lease_token, d.seq, batch, projection, self.worker_id
+        assert self._appender is not None
+        claim = d.claim
+        await self._appender.append(
+            Boundary(claim.run_id, claim.lease_token, d.seq, batch, projection)
         )
         d.seq += len(batch)
 
