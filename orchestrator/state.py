@@ -35,7 +35,8 @@ T = TypeVar("T")
 StepStatus = Literal["running", "completed", "retrying", "failed", "cancelled"]
 
 
-@dataclass(slots=True)
+# Records are immutable: ``apply`` replaces them, so ``copy`` only copies the dicts.
+@dataclass(frozen=True, slots=True)
 class StepRecord:
     alias: str
     status: StepStatus
@@ -47,7 +48,7 @@ class StepRecord:
     started_at: datetime | None = None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class TimerRecord:
     fire_at: datetime
     fired: bool = False
@@ -122,14 +123,14 @@ class RunState:
         return min(times, default=None)
 
     def copy(self) -> RunState:
-        """A copy safe to apply events to (records are replaced, never mutated shared)."""
+        """A copy safe to apply events to (records are immutable, so shallow)."""
         return replace(
             self,
-            steps={k: replace(v) for k, v in self.steps.items()},
+            steps=dict(self.steps),
             outputs=dict(self.outputs),
             branches=dict(self.branches),
             parallels=dict(self.parallels),
-            timers={k: replace(v) for k, v in self.timers.items()},
+            timers=dict(self.timers),
             waits=dict(self.waits),
             signals=list(self.signals),
         )
@@ -146,13 +147,15 @@ class RunState:
                 self.status, self.started_at = "running", e.recorded_at
             case ev.RunResumed():
                 self.status, self.error = "running", None
-                for rec in self.steps.values():
+                for key, rec in self.steps.items():
                     if rec.status == "running":
-                        rec.interrupted = True
+                        self.steps[key] = replace(rec, interrupted=True)
                     elif e.reason == "retry-run" and rec.status in ("failed", "cancelled"):
                         # An operator's retry: the failed steps start over, full budget.
-                        rec.status, rec.failures = "retrying", 0
-                        rec.next_attempt_at = e.recorded_at or datetime.min.replace(tzinfo=UTC)
+                        at = e.recorded_at or datetime.min.replace(tzinfo=UTC)
+                        self.steps[key] = replace(
+                            rec, status="retrying", failures=0, next_attempt_at=at
+                        )
                 if e.reason == "retry-run":
                     self.parallels = {p: s for p, s in self.parallels.items() if s != "failed"}
             case ev.StepStarted():
@@ -165,18 +168,25 @@ class RunState:
                     started_at=e.recorded_at,
                 )
             case ev.StepCompleted():
-                rec = self.steps[path]
-                rec.status, rec.interrupted = "completed", False
+                rec = self.steps[path] = replace(
+                    self.steps[path], status="completed", interrupted=False
+                )
                 self.outputs[rec.alias] = self.last_output = e.output
             case ev.StepFailed():
                 rec = self._step(path, e)
-                rec.failures += 1
-                rec.error, rec.interrupted = e.error, False
-                rec.next_attempt_at = e.next_attempt_at
-                rec.status = "retrying" if e.next_attempt_at is not None else "failed"
+                self.steps[path] = replace(
+                    rec,
+                    status="retrying" if e.next_attempt_at is not None else "failed",
+                    failures=rec.failures + 1,
+                    error=e.error,
+                    interrupted=False,
+                    next_attempt_at=e.next_attempt_at,
+                )
             case ev.StepCancelled():
                 rec = self._step(path, e)
-                rec.status, rec.error, rec.interrupted = "cancelled", e.reason, False
+                self.steps[path] = replace(
+                    rec, status="cancelled", error=e.reason, interrupted=False
+                )
             case ev.BranchDecided():
                 self.branches[path] = e.arm
             case ev.ParallelStarted():
@@ -186,7 +196,7 @@ class RunState:
             case ev.TimerStarted():
                 self.timers[path] = TimerRecord(e.fire_at)
             case ev.TimerFired():
-                self.timers[path].fired = True
+                self.timers[path] = replace(self.timers[path], fired=True)
             case ev.SignalWaiting():
                 self.waits[path] = WaitRecord(e.name, e.timeout_at, e.correlation_key)
             case ev.SignalReceived():
