@@ -7,11 +7,11 @@ time), ready to be appended with whatever the run decides next.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from . import events as ev
 from .errors import StepTimeoutError
@@ -51,7 +51,7 @@ async def execute(job: Execute, ctx: StepContext, failures_so_far: int) -> ev.Ev
                 retryable=False,
                 duration_ms=elapsed,
             )
-        if "\\u0000" in json.dumps(output):
+        if b"\\u0000" in to_json(output):
             # jsonb cannot hold NUL: appending this output would fail on every replay.
             return ev.StepFailed(
                 **common,

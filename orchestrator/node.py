@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload, runtime_chec
 from pydantic import TypeAdapter
 
 from .errors import ConfigurationError, CorrelationPendingError, NonRetryableError
+from .logs import logger_for
 
 if TYPE_CHECKING:
     from .state import FlowState
@@ -123,9 +124,20 @@ class StepContext:
     node_path: str
     attempt: int
     state: FlowState
-    logger: logging.LoggerAdapter[logging.Logger]
     providers: tuple[Provider, ...] = ()
     runtime: Runtime | None = None
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """Logs whose every line names the run, flow, step and attempt (made on use:
+        most steps never log)."""
+        return logger_for(
+            "resolute.step",
+            run_id=self.run_id,
+            flow=self.flow,
+            step=self.step,
+            attempt=self.attempt,
+        )
 
     @property
     def idempotency_key(self) -> str:

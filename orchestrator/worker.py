@@ -542,13 +542,6 @@ class Worker:
             node_path=step.path,
             attempt=job.attempt,
             state=FlowState(d.state, d.definition),
-            logger=logger_for(
-                "resolute.step",
-                run_id=d.claim.run_id,
-                flow=d.definition.name,
-                step=step.alias,
-                attempt=job.attempt,
-            ),
             providers=self.providers,
             runtime=self._runtime,
         )

@@ -8,7 +8,6 @@ milliseconds. The vendor contracts are read in place (``RESOLUTE_CONTRACTS_DIR``
 from __future__ import annotations
 
 import json
-import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -131,7 +130,6 @@ def make_ctx() -> MakeContext:
             node_path=node_path,
             attempt=attempt,
             state=FlowState(state),
-            logger=logging.LoggerAdapter(logging.getLogger("tests.providers"), {}),
             providers=providers,
         )
 

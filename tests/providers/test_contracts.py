@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -62,7 +61,6 @@ async def _step(node: Node, *providers: Any, key: str) -> Any:
         node_path="0",
         attempt=1,
         state=FlowState(RunState(f"contract-{key}")),
-        logger=logging.LoggerAdapter(logging.getLogger("tests.contracts"), {}),
         providers=providers,
     )
     value = node.input_adapter.validate_python(resolve(node.binding, ctx.state))
