@@ -10,7 +10,6 @@ from __future__ import annotations
 from sqlalchemy import TextClause, text
 
 __all__ = [
-    "ACTIVE_RUN_BY_KEY",
     "APPEND",
     "AUDIT_VERIFY",
     "CANCEL",
@@ -18,7 +17,6 @@ __all__ = [
     "CLAIM",
     "CORRELATED_OUTPUT",
     "DELIVERY_BY_ID",
-    "DELIVERY_OUTCOME",
     "EVENTS",
     "EVENTS_FOR_RUNS",
     "FLOW",
@@ -33,6 +31,7 @@ __all__ = [
     "QUEUE_DEPTH",
     "RECLAIM_OWN",
     "RECORD_DELIVERY",
+    "RECORD_REJECTED_DELIVERY",
     "RECOVER_EXPIRED",
     "REGISTER_FLOW",
     "RELEASE_ALL",
@@ -336,15 +335,112 @@ SELECT id, name, run_id, correlation_key, payload, sent_at FROM signals
 """
 )
 
-ACTIVE_RUN_BY_KEY = _sql(
+# An accepted webhook delivery in one statement (one round trip, one transaction): the
+# delivery row with the runs it starts (run.started events included) and the signals it
+# sends to its flows' active runs (deliver_to_active, waking them), and their ids.
+# - Already stored (same route and delivery id): writes nothing, returns it as `prior`.
+# - Stored by a statement that committed after this one's snapshot: every insert below
+#   waits on the first delivery's keys (runs, signals, then the delivery itself, in the
+#   same order in both) and does nothing; no row is returned, the caller reads it with
+#   DELIVERY_BY_ID.
+# - A run target whose flow is not registered: writes nothing, returns it as `missing`.
+# A run or signal left by an earlier delivery of the same id (its row since deleted) is
+# reused, never duplicated. The started event's fields come from the `started` template
+# (RunStarted) with flow, fingerprint and input filled in here.
+RECORD_DELIVERY = _sql(
     f"""
-SELECT run_id FROM flow_runs
- WHERE flow = :flow AND correlation_key = :correlation_key AND status IN {_ACTIVE}
- ORDER BY created_at LIMIT 1
+WITH input AS MATERIALIZED (
+    SELECT CAST(:body AS jsonb) AS body
+), prior AS (
+    SELECT id, run_ids, signal_ids FROM webhook_deliveries
+     WHERE route = CAST(:route AS text) AND delivery_id = CAST(:delivery_id AS text)
+       AND verification <> 'failed'
+), target AS MATERIALIZED (
+    SELECT t.ord, t.flow, t.signal_name, f.task_queue, f.fingerprint,
+           CASE WHEN t.to_active AND CAST(:correlation_key AS text) IS NOT NULL THEN (
+               SELECT r.run_id FROM flow_runs r
+                WHERE r.flow = t.flow AND r.correlation_key = CAST(:correlation_key AS text)
+                  AND r.status IN {_ACTIVE}
+                ORDER BY r.created_at LIMIT 1)
+           END AS active_run
+      FROM unnest(CAST(:flows AS text[]), CAST(:to_active AS boolean[]),
+                  CAST(:signal_names AS text[]))
+           WITH ORDINALITY AS t(flow, to_active, signal_name, ord)
+      LEFT JOIN flows f ON f.name = t.flow
+), missing AS (
+    SELECT flow FROM target WHERE active_run IS NULL AND fingerprint IS NULL
+     ORDER BY ord LIMIT 1
+), go AS (
+    SELECT WHERE NOT EXISTS (SELECT FROM prior) AND NOT EXISTS (SELECT FROM missing)
+), run AS (
+    INSERT INTO flow_runs (run_id, flow, fingerprint, task_queue, status, input,
+                           correlation_key, idempotency_key, last_seq)
+    SELECT gen_random_uuid(), t.flow, t.fingerprint, t.task_queue, 'pending', input.body,
+           CAST(:correlation_key AS text), CAST(:idempotency_key AS text), 1
+      FROM go, target t, input
+     WHERE t.active_run IS NULL
+     ORDER BY t.ord
+    ON CONFLICT (flow, idempotency_key) DO NOTHING
+    RETURNING run_id, flow, fingerprint, pg_notify('{NOTIFY_CHANNEL}', task_queue)
+), started AS (
+    INSERT INTO run_events (run_id, seq, type, data)
+    SELECT run.run_id, 1, 'run.started',
+           CAST(:started AS jsonb) || jsonb_build_object(
+               'flow', run.flow, 'fingerprint', run.fingerprint, 'input', input.body)
+      FROM run, input
+), sig AS (
+    INSERT INTO signals (name, run_id, correlation_key, payload, idempotency_key, sent_by)
+    SELECT t.signal_name, t.active_run, CAST(:correlation_key AS text), input.body,
+           CAST(:idempotency_key AS text) || ':' || t.flow, 'webhook'
+      FROM go, target t, input
+     WHERE t.active_run IS NOT NULL
+     ORDER BY t.ord
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, run_id, correlation_key, idempotency_key,
+              pg_notify('{SIGNAL_CHANNEL}', CAST(run_id AS text))
+), woken AS (
+    UPDATE flow_runs r SET wake_at = now(), updated_at = now()
+      FROM sig
+     WHERE r.status = 'waiting'
+       AND (r.run_id = sig.run_id OR r.correlation_key = sig.correlation_key)
+    RETURNING r.run_id, pg_notify('{NOTIFY_CHANNEL}', r.task_queue)
+), outcome AS (
+    SELECT t.ord,
+           CASE WHEN t.active_run IS NULL THEN COALESCE(
+               (SELECT run.run_id FROM run WHERE run.flow = t.flow),
+               (SELECT r.run_id FROM flow_runs r
+                 WHERE r.flow = t.flow AND r.idempotency_key = CAST(:idempotency_key AS text)))
+           END AS run_id,
+           CASE WHEN t.active_run IS NOT NULL THEN COALESCE(
+               (SELECT sig.id FROM sig
+                 WHERE sig.idempotency_key = CAST(:idempotency_key AS text) || ':' || t.flow),
+               (SELECT s.id FROM signals s
+                 WHERE s.idempotency_key = CAST(:idempotency_key AS text) || ':' || t.flow))
+           END AS signal_id
+      FROM go, target t
+), delivery AS (
+    INSERT INTO webhook_deliveries (route, delivery_id, headers, body, verification,
+                                    correlation_key, run_ids, signal_ids)
+    SELECT CAST(:route AS text), CAST(:delivery_id AS text), CAST(:headers AS jsonb),
+           input.body, CAST(:verification AS text), CAST(:correlation_key AS text),
+           ARRAY(SELECT run_id FROM outcome WHERE run_id IS NOT NULL ORDER BY ord),
+           ARRAY(SELECT signal_id FROM outcome WHERE signal_id IS NOT NULL ORDER BY ord)
+      FROM go, input
+    ON CONFLICT (route, delivery_id) WHERE verification <> 'failed' DO NOTHING
+    RETURNING id, run_ids, signal_ids
+)
+SELECT id, run_ids, signal_ids, false AS duplicate, CAST(NULL AS text) AS missing,
+       (SELECT count(*) FROM woken) AS woken
+  FROM delivery
+ UNION ALL
+SELECT id, run_ids, signal_ids, true, NULL, 0 FROM prior
+ UNION ALL
+SELECT NULL, NULL, NULL, NULL, flow, 0 FROM missing
 """
 )
 
-RECORD_DELIVERY = _sql(
+# A delivery that failed verification: kept for the audit, without its body.
+RECORD_REJECTED_DELIVERY = _sql(
     """
 INSERT INTO webhook_deliveries (route, delivery_id, headers, body, verification,
                                 correlation_key, error)
@@ -359,14 +455,6 @@ DELIVERY_BY_ID = _sql(
     """
 SELECT id, run_ids, signal_ids FROM webhook_deliveries
  WHERE route = :route AND delivery_id = :delivery_id AND verification <> 'failed'
-"""
-)
-
-DELIVERY_OUTCOME = _sql(
-    """
-UPDATE webhook_deliveries
-   SET run_ids = CAST(:run_ids AS uuid[]), signal_ids = CAST(:signal_ids AS bigint[])
- WHERE id = :id
 """
 )
 

@@ -371,62 +371,43 @@ class Store:
         correlation_key: str | None,
         targets: Sequence[DeliveryTarget],
     ) -> DeliveryResult:
-        """Store an accepted delivery and start (or signal) its runs, atomically.
+        """Store an accepted delivery and start (or signal) its runs, atomically: one
+        statement (``sql.RECORD_DELIVERY``), so one round trip and one commit.
 
         A redelivery (same route and delivery id) returns the first delivery's runs.
         """
-        async with self._transaction() as conn:
-            params = {
-                "route": route,
-                "delivery_id": delivery_id,
-                "headers": _dumps(headers),
-                "body": _dumps(body),
-                "verification": verification,
-                "correlation_key": correlation_key,
-                "error": None,
-            }
-            new = (await conn.execute(sql.RECORD_DELIVERY, params)).all()
-            if not new:
-                old = (
-                    await conn.execute(
-                        sql.DELIVERY_BY_ID, {"route": route, "delivery_id": delivery_id}
-                    )
-                ).one()
-                return DeliveryResult(
-                    old.id, True, [str(r) for r in old.run_ids], list(old.signal_ids)
-                )
-            delivery = int(new[0].id)
-            run_ids: list[str] = []
-            signal_ids: list[int] = []
-            for t in targets:
-                key = f"webhook:{route}:{delivery_id}"
-                active = None
-                if t.deliver_to_active and correlation_key is not None:
-                    found = await conn.execute(
-                        sql.ACTIVE_RUN_BY_KEY, {"flow": t.flow, "correlation_key": correlation_key}
-                    )
-                    active = found.scalar()
-                if active is not None:
-                    sent = await self._send_signal(
-                        conn,
-                        t.signal_name or "webhook",
-                        body,
-                        str(active),
-                        correlation_key,
-                        f"{key}:{t.flow}",
-                        "webhook",
-                    )
-                    signal_ids.append(sent.signal_id)
-                else:
-                    rid, _ = await self._start_run(
-                        conn, t.flow, body, key, correlation_key, None, "webhook"
-                    )
-                    run_ids.append(rid)
-            await conn.execute(
-                sql.DELIVERY_OUTCOME,
-                {"id": delivery, "run_ids": run_ids, "signal_ids": signal_ids},
-            )
-            return DeliveryResult(delivery, False, run_ids, signal_ids)
+        key = f"webhook:{route}:{delivery_id}"
+        started = ev.RunStarted(
+            flow="",  # the statement fills in flow, fingerprint and input
+            fingerprint="",
+            correlation_key=correlation_key,
+            idempotency_key=key,
+            trigger="webhook",
+        )
+        params = {
+            "route": route,
+            "delivery_id": delivery_id,
+            "headers": _dumps(headers),
+            "body": _dumps(body),
+            "verification": verification,
+            "correlation_key": correlation_key,
+            "idempotency_key": key,
+            "flows": [t.flow for t in targets],
+            "to_active": [t.deliver_to_active for t in targets],
+            "signal_names": [t.signal_name or "webhook" for t in targets],
+            "started": ev.event_data(started),
+        }
+        rows = await self._rows(sql.RECORD_DELIVERY, params)
+        if prior := next((r for r in rows if r.duplicate), None):
+            return _delivery(prior, duplicate=True)
+        if missing := next((r.missing for r in rows if r.missing is not None), None):
+            known = [r.name for r in await self._rows(sql.FLOWS, {})]
+            raise UnknownFlowError(missing, known)
+        if rows:
+            return _delivery(rows[0], duplicate=False)
+        # Stored by a statement that committed after this one began: read it now.
+        old = await self._rows(sql.DELIVERY_BY_ID, {"route": route, "delivery_id": delivery_id})
+        return _delivery(old[0], duplicate=True)
 
     async def record_rejected_delivery(
         self, *, route: str, delivery_id: str, headers: dict[str, str], error: str
@@ -441,7 +422,7 @@ class Store:
             "correlation_key": None,
             "error": error,
         }
-        await self._exec(sql.RECORD_DELIVERY, params)
+        await self._exec(sql.RECORD_REJECTED_DELIVERY, params)
 
     async def recorded_output(
         self, correlation_key: str, alias: str, flow: str | None, exclude_run: str
@@ -611,6 +592,12 @@ def _append_params(boundaries: Sequence[Boundary], worker_id: str) -> dict[str, 
             p["attempts"].append(e.attempt)
             p["datas"].append(ev.event_data(e))
     return {"worker_id": worker_id, **p}
+
+
+def _delivery(r: Any, *, duplicate: bool) -> DeliveryResult:
+    return DeliveryResult(
+        int(r.id), duplicate, [str(x) for x in r.run_ids], [int(x) for x in r.signal_ids]
+    )
 
 
 def _claim(r: Any) -> Claim:
