@@ -39,6 +39,13 @@ class Appender:
         self._schedule()
         await done
 
+    async def drain(self) -> None:
+        """Wait for the statements in flight (before the leases are handed back)."""
+        while self._in_flight or self._waiting:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+            if self._waiting and not self._in_flight:
+                self._flush()
+
     def _schedule(self) -> None:
         # Flush on the next loop iteration, not now: the boundaries that steps finishing
         # in this iteration produce go out in the same statement.

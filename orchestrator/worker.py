@@ -222,6 +222,8 @@ class Worker:
             self._scheduler.shutdown(wait=False)
         for chore in list(self._chores):  # release_all below hands back what they held
             chore.cancel()
+        if self._appender is not None:  # let boundaries in flight land before release_all
+            await self._appender.drain()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()

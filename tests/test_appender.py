@@ -138,3 +138,21 @@ async def test_a_database_error_reaches_every_waiter(store: Store) -> None:
         return_exceptions=True,
     )
     assert [type(r) for r in results] == [ConnectionResetError, ConnectionResetError]
+
+
+async def test_drain_waits_for_every_boundary_handed_in(
+    store: Store, pg: asyncpg.Connection
+) -> None:
+    claims = await _claimed(store, 5)
+    appender = Appender(store, "w", max_in_flight=1)
+    drivers = [
+        asyncio.create_task(
+            appender.append(Boundary(c.run_id, c.lease_token, 1, _step("0"), Projection("running")))
+        )
+        for c in claims
+    ]
+    await asyncio.sleep(0)  # handed in, not yet written
+    for task in drivers[:2]:  # drivers stopped meanwhile: their boundaries still land
+        task.cancel()
+    await appender.drain()
+    assert await pg.fetchval("SELECT count(*) FROM run_events") == 5 + 10
