@@ -152,11 +152,10 @@ SELECT seq, type, node_path, step, attempt, data, recorded_at, worker_id
 """
 )
 
-# The hot path: one statement appends a step boundary's events and advances the run's
-# projection, only while this writer holds the lease and the log is where it expects.
-# Group commit: the step boundaries of many runs in one statement. Each run's update is
-# fenced by its lease token and expected log end; only fenced runs get their events, in
-# order (the hash-chain trigger needs seq n-1 before n). Returns the runs that passed.
+# The hot path: one statement appends step boundaries' events and advances their runs'
+# projections, of one run or of many (group commit). Each run is fenced on its own by
+# its lease token and expected log end; only runs that pass get their events, in order
+# (the hash-chain trigger needs seq n-1 before n). Returns the runs that passed.
 APPEND = _sql(
     f"""
 WITH boundary AS (
