@@ -45,6 +45,8 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# The long crash torture: >= 1,000 runs, >= 50 SIGKILLs (the short one is in `make test`).
+# The long crash torture: >= 1,000 runs, >= 50 SIGKILLs and PostgreSQL crash-restarts, on a
+# private embedded cluster in a temp dir (never the machine's server; the short one is in
+# `make test`). Evidence of violations: .pytest_cache/torture/violations.txt.
 torture: $(STAMP)
 	$(BIN)/python -m pytest tests/torture -m torture_long -s $(PYTEST_ARGS)

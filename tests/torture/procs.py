@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +31,7 @@ class TortureWorker:
         self.log_path.unlink(missing_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.started_at = 0.0
 
     @property
     def alive(self) -> bool:
@@ -48,6 +50,19 @@ class TortureWorker:
                 stderr=subprocess.STDOUT,
             )
         self.starts += 1
+        self.started_at = time.monotonic()
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_at
+
+    def describe_exit(self) -> str:
+        """Why a process that nobody killed is gone: exit code, uptime, its last log lines."""
+        code = self.proc.poll() if self.proc is not None else None
+        tail = self.log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        return f"exit code {code} after {self.uptime:.1f}s; log {self.log_path}: " + " | ".join(
+            tail
+        )
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
