@@ -78,6 +78,7 @@ class Report:
     timed_out: int = 0  # quiet waits that timed out (all of them, if all is well)
     worker_exits: int = 0  # worker processes that died without being killed
     violations: list[str] = field(default_factory=list)
+    evidence: str = ""  # where the runs named in violations are written out
 
     def summary(self) -> str:
         senders = ", ".join(f"{n} by {who}" for who, n in sorted(self.senders.items()))
@@ -92,6 +93,7 @@ class Report:
             f"{self.resent} client re-sends and {self.re_emitted} step re-emissions "
             f"deduplicated, {self.timed_out} quiet waits timed out; "
             f"{len(self.violations)} violations, {self.seconds:.1f}s"
+            + (f" (evidence: {self.evidence})" if self.evidence else "")
         )
 
 
@@ -561,7 +563,7 @@ def _timing(kept: list[asyncpg.Record], ev: dict[str, list[asyncpg.Record]]) -> 
 
 async def _evidence(pg: asyncpg.Connection, report: Report, timeline: list[str]) -> None:
     """Write the log, ``flow_runs`` row and signals of the runs named in violations (the
-    first ten) and the chaos timeline to EVIDENCE, which the first violation names."""
+    first ten) and the chaos timeline to EVIDENCE, which the summary names."""
     named = list(dict.fromkeys(m for v in report.violations for m in _UUID.findall(v)))[:10]
     out = [report.summary(), "", *report.violations, ""]
     for run_id in named:
@@ -580,4 +582,4 @@ async def _evidence(pg: asyncpg.Connection, report: Report, timeline: list[str])
         out.append("")
     out += ["=== chaos timeline", *timeline]
     EVIDENCE.write_text("\n".join(out) + "\n")
-    report.violations.insert(0, f"evidence of the runs named below: {EVIDENCE}")
+    report.evidence = str(EVIDENCE)
