@@ -7,6 +7,8 @@ fence compares the lease token and ``last_seq``, claims use ``SKIP LOCKED``.
 
 from __future__ import annotations
 
+import functools
+
 from sqlalchemy import TextClause, text
 
 __all__ = [
@@ -30,7 +32,6 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "QUEUE_DEPTH",
     "RECLAIM_OWN",
-    "RECORD_DELIVERY",
     "RECORD_REJECTED_DELIVERY",
     "RECOVER_EXPIRED",
     "REGISTER_FLOW",
@@ -45,6 +46,7 @@ __all__ = [
     "SIGNAL_CHANNEL",
     "SIGNAL_FLOWS",
     "START_RUN",
+    "record_delivery",
 ]
 
 NOTIFY_CHANNEL = "resolute_runnable"
@@ -345,9 +347,9 @@ SELECT id, name, run_id, correlation_key, payload, sent_at FROM signals
 # - A run target whose flow is not registered: writes nothing, returns it as `missing`.
 # A run or signal left by an earlier delivery of the same id (its row since deleted) is
 # reused, never duplicated. The started event's fields come from the `started` template
-# (RunStarted) with flow, fingerprint and input filled in here.
-RECORD_DELIVERY = _sql(
-    f"""
+# (RunStarted) with flow, fingerprint and input filled in here. The targets are the
+# elements of the arrays, one VALUES row each (see record_delivery).
+_RECORD_DELIVERY = f"""
 WITH input AS MATERIALIZED (
     SELECT CAST(:body AS jsonb) AS body
 ), prior AS (
@@ -362,9 +364,10 @@ WITH input AS MATERIALIZED (
                   AND r.status IN {_ACTIVE}
                 ORDER BY r.created_at LIMIT 1)
            END AS active_run
-      FROM unnest(CAST(:flows AS text[]), CAST(:to_active AS boolean[]),
-                  CAST(:signal_names AS text[]))
-           WITH ORDINALITY AS t(flow, to_active, signal_name, ord)
+      FROM (SELECT v.ord, (CAST(:flows AS text[]))[v.ord] AS flow,
+                   (CAST(:to_active AS boolean[]))[v.ord] AS to_active,
+                   (CAST(:signal_names AS text[]))[v.ord] AS signal_name
+              FROM {{targets}} AS v(ord)) t
       LEFT JOIN flows f ON f.name = t.flow
 ), missing AS (
     SELECT flow FROM target WHERE active_run IS NULL AND fingerprint IS NULL
@@ -398,10 +401,12 @@ WITH input AS MATERIALIZED (
     RETURNING id, run_id, correlation_key, idempotency_key,
               pg_notify('{SIGNAL_CHANNEL}', CAST(run_id AS text))
 ), woken AS (
+    -- the signalled runs and the runs of their incident, by index, none without a signal
     UPDATE flow_runs r SET wake_at = now(), updated_at = now()
-      FROM sig
      WHERE r.status = 'waiting'
-       AND (r.run_id = sig.run_id OR r.correlation_key = sig.correlation_key)
+       AND r.run_id IN (SELECT sig.run_id FROM sig
+                        UNION
+                        SELECT k.run_id FROM sig JOIN flow_runs k USING (correlation_key))
     RETURNING r.run_id, pg_notify('{NOTIFY_CHANNEL}', r.task_queue)
 ), outcome AS (
     SELECT t.ord,
@@ -436,7 +441,21 @@ SELECT id, run_ids, signal_ids, true, NULL, 0 FROM prior
  UNION ALL
 SELECT NULL, NULL, NULL, NULL, flow, 0 FROM missing
 """
-)
+
+
+@functools.cache
+def record_delivery(targets: int) -> TextClause:
+    """The delivery statement for a route with ``targets`` flows. A VALUES row per target
+    tells the planner how many there are, so PostgreSQL settles on a generic plan after a
+    few executions, planned once per connection; over an array of unknown length it
+    expected 100 and re-planned this statement on every delivery (0.5 ms)."""
+    rows = ", ".join(f"({i})" for i in range(1, targets + 1))
+    return _sql(
+        _RECORD_DELIVERY.replace(
+            "{targets}", f"(VALUES {rows})" if rows else "(SELECT 1 WHERE false)"
+        )
+    )
+
 
 # A delivery that failed verification: kept for the audit, without its body.
 RECORD_REJECTED_DELIVERY = _sql(

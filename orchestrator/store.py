@@ -372,7 +372,7 @@ class Store:
         targets: Sequence[DeliveryTarget],
     ) -> DeliveryResult:
         """Store an accepted delivery and start (or signal) its runs, atomically: one
-        statement (``sql.RECORD_DELIVERY``), so one round trip and one commit.
+        statement (``sql.record_delivery``), so one round trip and one commit.
 
         A redelivery (same route and delivery id) returns the first delivery's runs.
         """
@@ -397,7 +397,7 @@ class Store:
             "signal_names": [t.signal_name or "webhook" for t in targets],
             "started": ev.event_data(started),
         }
-        rows = await self._rows(sql.RECORD_DELIVERY, params)
+        rows = await self._rows(sql.record_delivery(len(targets)), params)
         if prior := next((r for r in rows if r.duplicate), None):
             return _delivery(prior, duplicate=True)
         if missing := next((r.missing for r in rows if r.missing is not None), None):
