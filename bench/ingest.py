@@ -104,6 +104,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU used so far by every PostgreSQL process on this machine (server-wide: other
+    activity counts too; a backend that exits in between is missed)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            text = stat.read_text()
+            if "(postgres)" in text:
+                total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -301,6 +313,22 @@ async def run_loader(
 # --- the phase --------------------------------------------------------------------------
 
 
+async def wal_lsn(db: str) -> str:
+    conn = await asyncpg.connect(db)
+    try:
+        return await w.wal_lsn(conn)
+    finally:
+        await conn.close()
+
+
+async def wal_bytes(db: str, since: str) -> int:
+    conn = await asyncpg.connect(db)
+    try:
+        return await w.wal_bytes(conn, since)
+    finally:
+        await conn.close()
+
+
 async def stored(db: str, accepted: set[str], duplicates_sent: int) -> dict[str, Any]:
     """What the database holds after the server's SIGKILL, against what was answered 2xx."""
     conn = await asyncpg.connect(db)
@@ -362,15 +390,18 @@ async def measure(
             if profile and name == "resolute":
                 profiler = start_profiler(server.proc.pid, profile)
                 await asyncio.sleep(1.0)  # py-spy attached
-            cpu = server.cpu_seconds()
+            cpu, db_cpu, lsn = server.cpu_seconds(), postgres_cpu_seconds(), await wal_lsn(db)
             stats = await run_loader(server.port, n, duplicates, 0, "d", connections, ids[1])
-            cpu = server.cpu_seconds() - cpu
+            cpu, db_cpu = server.cpu_seconds() - cpu, postgres_cpu_seconds() - db_cpu
+            wal = await wal_bytes(db, lsn)
         finally:
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait(60)
             server.kill()  # SIGKILL: a 2xx must not depend on anything done after it
         stats["server_cpu_ms_per_delivery"] = 1000 * cpu / stats["deliveries"]
+        stats["postgres_cpu_ms_per_delivery"] = 1000 * db_cpu / stats["deliveries"]
+        stats["wal_per_delivery"] = wal / stats["deliveries"]
         stats["warmup_ok"] = warm["ok"]
         if name == "resolute":
             accepted = set().union(*(p.read_text().split() for p in ids))

@@ -1,9 +1,10 @@
 """Summarise py-spy raw (collapsed) stacks of a worker: where its CPU time goes.
 
-``python -m bench.profile bench/out/profile.raw``. Four views: what the worker was doing
-(each sample's first matching activity), the leaf frame's library (self time by layer),
-Resolute functions inclusive of what they call, and the hottest leaf frames. The phase
-records with ``--gil``, so samples add up to the worker's CPU time.
+``python -m bench.profile bench/out/profile.raw`` (the worker's; ``ingest-profile.raw``
+is the HTTP server's). Four views: what the process was doing (each sample's first
+matching activity), the leaf frame's library (self time by layer), Resolute functions
+inclusive of what they call, and the hottest leaf frames. The phases record with
+``--gil``, so samples add up to the process's CPU time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ LAYERS = (
     ("pydantic", "pydantic"),
     ("json/", "json"),
     ("logging/", "logging"),
+    ("aiohttp/", "aiohttp"),
     ("apscheduler/", "apscheduler"),
     ("asyncio/", "asyncio"),
 )
@@ -54,13 +56,25 @@ ACTIVITIES: tuple[tuple[str, Callable[[Frames], bool]], ...] = (
     ("append: building the statement (event_data, params)", lambda f: _any(f, "Store.append")),
     ("decide (interpreter, state copy, redaction)", lambda f: _any(f, "interpreter.py")),
     ("run a step (context, logger, validation, node)", lambda f: _any(f, "Worker._run_step")),
-    ("claim, load and fold runs", lambda f: _any(f, "Store.claim", "Store.load", "_spawn")),
+    # Worker._spawn, not "_spawn": SQLAlchemy's greenlet_spawn is on every statement's stack.
+    ("claim, load and fold runs", lambda f: _any(f, "Store.claim", "Store.load", "Worker._spawn")),
+    # The HTTP server (the ingest phase's profile).
+    ("webhook: verify the signature (HMAC)", lambda f: _any(f, "orchestrator/verify.py")),
+    (
+        "webhook: record_delivery (parameters, JSON, statement)",
+        lambda f: _any(f, "Store.record_delivery"),
+    ),
+    (
+        "webhook: the handler (read, redact, parse, log, answer)",
+        lambda f: _any(f, "orchestrator/webhooks.py"),
+    ),
     ("heartbeat and lease recovery", lambda f: _any(f, "apscheduler/")),
     (
         "sqlalchemy in its greenlet (compile, params, checkout, result)",
         lambda f: _any(f, "sqlalchemy/"),
     ),
     ("asyncpg protocol (encode, decode, socket I/O)", lambda f: _any(f, "asyncpg/")),
+    ("aiohttp: HTTP parsing, routing, writing", lambda f: _any(f, "aiohttp/")),
     ("rest of the worker loop (apply, wait, tasks)", lambda f: _any(f, "orchestrator/")),
 )
 

@@ -184,7 +184,7 @@ def median(res: Results, key: str, metric: str) -> float | None:
     xs: list[float] = [r[metric] for r in res.get(key, []) if metric in r]
     if not xs:
         return None
-    return min(xs) if metric == "wal_per_run" else statistics.median(xs)
+    return min(xs) if metric in ("wal_per_run", "wal_per_delivery") else statistics.median(xs)
 
 
 def revision() -> str:
@@ -249,6 +249,10 @@ def table(res: Results, engines: list[str], skipped: dict[str, str]) -> str:
         ("webhook ingest: p99 ms", "ingest", "p99_ms", "ingest", 1),
         ("webhook ingest: server CPU ms per delivery", "ingest", "server_cpu_ms_per_delivery",
          "ingest", 2),
+        ("webhook ingest: PostgreSQL CPU ms per delivery (all its processes)", "ingest",
+         "postgres_cpu_ms_per_delivery", None, 2),
+        ("webhook ingest: WAL bytes per delivery (min over repeats)", "ingest",
+         "wal_per_delivery", None, 0),
         ("webhook ingest: 2xx deliveries not in the database", "ingest", "accepted_not_stored",
          None, 0),
         ("webhook ingest: runs beyond one per delivery", "ingest", "extra_runs", None, 0),
@@ -327,7 +331,7 @@ def main() -> None:
     p.add_argument("--latency-runs", type=int, help="sequential runs (default 200, quick 30)")
     p.add_argument("--recovery-runs", type=int, help="runs in flight at the kill (300, quick 100)")
     p.add_argument("--replay-events", type=int, default=10_000)
-    p.add_argument("--ingest-deliveries", type=int, help="distinct (default 3000, quick 500)")
+    p.add_argument("--ingest-deliveries", type=int, help="distinct (default 3000, quick 1000)")
     p.add_argument("--ingest-duplicates", type=int, help="repeated deliveries (default 10%%)")
     p.add_argument("--ingest-connections", type=int, default=16, help="load generator's")
     p.add_argument("--concurrency", type=int, default=100, help="runs in flight per worker")
@@ -350,7 +354,7 @@ def main() -> None:
     args.recovery_runs = args.recovery_runs or (100 if q else 300)
     args.lease = args.lease or (5.0 if q else 10.0)
     args.pgbench_seconds = args.pgbench_seconds or (3 if q else 10)
-    args.ingest_deliveries = args.ingest_deliveries or (500 if q else 3000)
+    args.ingest_deliveries = args.ingest_deliveries or (1000 if q else 3000)
     if args.ingest_duplicates is None:
         args.ingest_duplicates = args.ingest_deliveries // 10
     args.phases = set(args.phases.split(","))
