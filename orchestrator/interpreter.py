@@ -200,11 +200,14 @@ class _Pass:
         wait = self.state.waits[step.path]
         key = wait.correlation_key or self.state.correlation_key
         consumed = {s.signal_id for s in self.state.signals}
+        timeout_at = wait.timeout_at
         for sig in self.inbox:
             if (
                 sig.name == step.signal
                 and sig.id not in consumed
                 and (sig.run_id == self.state.run_id or (key and sig.correlation_key == key))
+                # Sent in time, however late a worker gets to it; a later one stays kept.
+                and (timeout_at is None or sig.sent_at is None or sig.sent_at <= timeout_at)
             ):
                 self.emit(
                     ev.SignalReceived(
@@ -216,7 +219,6 @@ class _Pass:
                     )
                 )
                 return _S.DONE
-        timeout_at = wait.timeout_at
         if timeout_at is not None and timeout_at <= self.now:
             self.emit(ev.SignalTimedOut(node_path=step.path, step=step.alias, name=step.signal))
             return _S.DONE

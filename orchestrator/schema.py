@@ -95,6 +95,8 @@ flow_runs = Table(
     Column("lease_token", BigInteger),
     Column("wake_at", _tz()),
     Column("last_seq", Integer, nullable=False, server_default=text("0")),
+    # Bumped by every signal to the run (see migration 0005).
+    Column("signal_version", BigInteger, nullable=False, server_default=text("0")),
     Column("result", JSONB),
     Column("error", Text),
     Column("created_at", _tz(), nullable=False, server_default=text("now()")),

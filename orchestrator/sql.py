@@ -61,6 +61,26 @@ _RUN_COLUMNS = (
 )
 
 
+def _signalled(targets: str) -> str:
+    """The UPDATE by which a signal takes the row lock of the active runs it targets
+    (``targets``: a FROM and/or WHERE that ends in AND): it bumps their signal_version,
+    so it orders with any append to them, and makes a waiting run due at once."""
+    return f"""
+    UPDATE flow_runs r
+       SET signal_version = r.signal_version + 1,
+           wake_at = CASE WHEN r.status = 'waiting' THEN now() ELSE r.wake_at END,
+           updated_at = now()
+      {targets} r.status IN {_ACTIVE}
+    RETURNING r.run_id, r.status = 'waiting' AS woken,
+              CASE WHEN r.status = 'waiting' THEN pg_notify('{NOTIFY_CHANNEL}', r.task_queue) END"""
+
+
+def _signalled_since(status: str, seen: str) -> str:
+    """Whether a run handed back as ``status`` was signalled after its owner read the
+    inbox at version ``seen``: then it is due (and announced) at once."""
+    return f"{status} = 'waiting' AND {seen} IS DISTINCT FROM r.signal_version"
+
+
 def _sql(statement: str) -> TextClause:
     return text(statement.strip())
 
@@ -124,7 +144,7 @@ UPDATE flow_runs r
        updated_at = now()
   FROM picked
  WHERE r.run_id = picked.run_id
-RETURNING r.run_id, r.flow, r.lease_token, r.last_seq, picked.prior_status
+RETURNING r.run_id, r.flow, r.lease_token, r.last_seq, picked.prior_status, r.signal_version
 """
 )
 
@@ -136,7 +156,7 @@ RECLAIM_OWN = _sql(
 UPDATE flow_runs
    SET lease_token = nextval('resolute_lease_token'), updated_at = now()
  WHERE lease_owner = :worker_id AND status IN {_ACTIVE} AND flow = ANY(CAST(:flows AS text[]))
-RETURNING run_id, flow, lease_token, last_seq, 'restart' AS prior_status
+RETURNING run_id, flow, lease_token, last_seq, 'restart' AS prior_status, signal_version
 """
 )
 
@@ -166,14 +186,15 @@ WITH boundary AS (
                   CAST(:expected_seqs AS int[]), CAST(:last_seqs AS int[]),
                   CAST(:statuses AS text[]), CAST(:wake_ats AS timestamptz[]),
                   CAST(:results AS jsonb[]), CAST(:errors AS text[]),
-                  CAST(:releases AS boolean[]))
+                  CAST(:releases AS boolean[]), CAST(:signal_versions AS bigint[]))
            AS b(run_id, lease_token, expected_seq, last_seq, status, wake_at, result, error,
-                release)
+                release, signal_version)
 ), fence AS (
     UPDATE flow_runs r
        SET last_seq = b.last_seq,
            status = b.status,
-           wake_at = b.wake_at,
+           wake_at = CASE WHEN {_signalled_since("b.status", "b.signal_version")} THEN now()
+                          ELSE b.wake_at END,
            result = COALESCE(b.result, r.result),
            error = COALESCE(b.error, r.error),
            lease_owner = CASE WHEN b.release THEN NULL ELSE r.lease_owner END,
@@ -183,7 +204,9 @@ WITH boundary AS (
       FROM boundary b
      WHERE r.run_id = b.run_id AND r.lease_token = b.lease_token
        AND r.last_seq = b.expected_seq
-    RETURNING r.run_id
+    RETURNING r.run_id,
+              CASE WHEN {_signalled_since("b.status", "b.signal_version")}
+                   THEN pg_notify('{NOTIFY_CHANNEL}', r.task_queue) END
 ), appended AS (
     INSERT INTO run_events (run_id, seq, type, node_path, step, attempt, data, worker_id)
     SELECT e.run_id, e.seq, e.type, e.node_path, e.step, e.attempt, e.data, :worker_id
@@ -249,12 +272,15 @@ RETURNING run_id, pg_notify('{NOTIFY_CHANNEL}', task_queue)
 )
 
 # Hand a run back while it waits, when there was nothing to append.
+_RELEASED = _signalled_since("CAST(:status AS text)", "CAST(:signal_version AS bigint)")
 RELEASE_RUN = _sql(
-    """
-UPDATE flow_runs
-   SET lease_owner = NULL, lease_token = NULL, status = :status, wake_at = :wake_at,
+    f"""
+UPDATE flow_runs r
+   SET lease_owner = NULL, lease_token = NULL, status = :status,
+       wake_at = CASE WHEN {_RELEASED} THEN now() ELSE CAST(:wake_at AS timestamptz) END,
        updated_at = now()
  WHERE run_id = :run_id AND lease_token = :lease_token
+RETURNING CASE WHEN {_RELEASED} THEN pg_notify('{NOTIFY_CHANNEL}', r.task_queue) END
 """
 )
 
@@ -302,15 +328,14 @@ WITH sig AS (
             :idempotency_key, :sent_by)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, run_id, correlation_key
-), woken AS (
-    UPDATE flow_runs r SET wake_at = now(), updated_at = now()
-      FROM sig
-     WHERE r.status = 'waiting'
-       AND (r.run_id = sig.run_id OR r.correlation_key = sig.correlation_key)
-    RETURNING r.run_id, pg_notify('{NOTIFY_CHANNEL}', r.task_queue)
+), woken AS ({
+        _signalled(
+            "FROM sig WHERE (r.run_id = sig.run_id OR r.correlation_key = sig.correlation_key) AND"
+        )
+    }
 )
 SELECT id, pg_notify('{SIGNAL_CHANNEL}', COALESCE(CAST(run_id AS text), 'key:' || correlation_key)),
-       (SELECT count(*) FROM woken) AS woken
+       (SELECT count(*) FROM woken WHERE woken) AS woken
   FROM sig
 """
 )
@@ -326,13 +351,18 @@ SELECT name FROM flows
 """
 )
 
+# The run's signal_version (one row even with no signal) and its unconsumed signals,
+# read in one snapshot: a later signal moves the version past what the worker saw.
 INBOX = _sql(
     """
-SELECT id, name, run_id, correlation_key, payload, sent_at FROM signals
- WHERE name = ANY(CAST(:names AS text[]))
-   AND (run_id = CAST(:run_id AS uuid) OR correlation_key = ANY(CAST(:keys AS text[])))
-   AND id <> ALL(CAST(:consumed AS bigint[]))
- ORDER BY id
+SELECT r.signal_version, s.id, s.name, s.run_id, s.correlation_key, s.payload, s.sent_at
+  FROM flow_runs r
+  LEFT JOIN signals s
+    ON s.name = ANY(CAST(:names AS text[]))
+   AND (s.run_id = r.run_id OR s.correlation_key = ANY(CAST(:keys AS text[])))
+   AND s.id <> ALL(CAST(:consumed AS bigint[]))
+ WHERE r.run_id = CAST(:run_id AS uuid)
+ ORDER BY s.id
 """
 )
 
@@ -349,6 +379,12 @@ SELECT id, name, run_id, correlation_key, payload, sent_at FROM signals
 # reused, never duplicated. The started event's fields come from the `started` template
 # (RunStarted) with flow, fingerprint and input filled in here. The targets are the
 # elements of the arrays, one VALUES row each (see record_delivery).
+_SIGNALLED_BY_DELIVERY = _signalled(
+    """WHERE r.run_id IN (SELECT sig.run_id FROM sig
+                           UNION
+                          SELECT k.run_id FROM sig JOIN flow_runs k USING (correlation_key))
+       AND"""
+)
 _RECORD_DELIVERY = f"""
 WITH input AS MATERIALIZED (
     SELECT CAST(:body AS jsonb) AS body
@@ -402,12 +438,7 @@ WITH input AS MATERIALIZED (
               pg_notify('{SIGNAL_CHANNEL}', CAST(run_id AS text))
 ), woken AS (
     -- the signalled runs and the runs of their incident, by index, none without a signal
-    UPDATE flow_runs r SET wake_at = now(), updated_at = now()
-     WHERE r.status = 'waiting'
-       AND r.run_id IN (SELECT sig.run_id FROM sig
-                        UNION
-                        SELECT k.run_id FROM sig JOIN flow_runs k USING (correlation_key))
-    RETURNING r.run_id, pg_notify('{NOTIFY_CHANNEL}', r.task_queue)
+    {_SIGNALLED_BY_DELIVERY}
 ), outcome AS (
     SELECT t.ord,
            CASE WHEN t.active_run IS NULL THEN COALESCE(
@@ -434,7 +465,7 @@ WITH input AS MATERIALIZED (
     RETURNING id, run_ids, signal_ids
 )
 SELECT id, run_ids, signal_ids, false AS duplicate, CAST(NULL AS text) AS missing,
-       (SELECT count(*) FROM woken) AS woken
+       (SELECT count(*) FROM woken WHERE woken) AS woken
   FROM delivery
  UNION ALL
 SELECT id, run_ids, signal_ids, true, NULL, 0 FROM prior

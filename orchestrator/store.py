@@ -68,6 +68,7 @@ class Claim:
     lease_token: int
     last_seq: int
     prior_status: str  # pending | running (crashed owner) | waiting | restart
+    signal_version: int = 0  # flow_runs.signal_version when claimed
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class Boundary:
     expected_seq: int
     events: Sequence[ev.Event]
     projection: Projection
+    signal_version: int | None = None  # as the owner last saw it (see migration 0005)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +240,10 @@ class Store:
 
     async def get_run(self, run_id: str) -> RunInfo:
         try:
-            rows = await self._rows(sql.GET_RUN, {"run_id": run_id})
-        except DBAPIError as exc:  # not a UUID
+            uuid.UUID(run_id)
+        except ValueError as exc:  # a database error, though, is not "not found"
             raise RunNotFoundError(run_id) from exc
+        rows = await self._rows(sql.GET_RUN, {"run_id": run_id})
         if not rows:
             raise RunNotFoundError(run_id)
         return _run_info(rows[0])
@@ -346,9 +349,13 @@ class Store:
 
     async def inbox(
         self, run_id: str, keys: list[str], names: list[str], consumed: list[int]
-    ) -> list[InboxSignal]:
+    ) -> tuple[int, list[InboxSignal]]:
+        """The run's signal_version and the signals kept for it, in one snapshot."""
         params = {"run_id": run_id, "keys": keys, "names": names, "consumed": consumed}
-        return [
+        rows = await self._rows(sql.INBOX, params)
+        if not rows:
+            raise RunNotFoundError(run_id)
+        signals = [
             InboxSignal(
                 r.id,
                 r.name,
@@ -357,8 +364,10 @@ class Store:
                 None if r.run_id is None else str(r.run_id),
                 r.correlation_key,
             )
-            for r in await self._rows(sql.INBOX, params)
+            for r in rows
+            if r.id is not None
         ]
+        return rows[0].signal_version, signals
 
     async def record_delivery(
         self,
@@ -545,10 +554,18 @@ class Store:
         return {b.run_id for b in boundaries} - {str(r[0]) for r in passed}
 
     async def release(
-        self, run_id: str, lease_token: int, status: str, wake_at: datetime | None
+        self,
+        run_id: str,
+        lease_token: int,
+        status: str,
+        wake_at: datetime | None,
+        signal_version: int | None = None,
     ) -> None:
+        """Hand the run back; as ``waiting`` it is due at once if a signal came since
+        the owner saw ``signal_version`` (``None``: due at once if ever signalled)."""
         params = {"run_id": run_id, "lease_token": lease_token, "status": status}
-        if not await self._exec(sql.RELEASE_RUN, params | {"wake_at": wake_at}):
+        params |= {"wake_at": wake_at, "signal_version": signal_version}
+        if not await self._exec(sql.RELEASE_RUN, params):
             raise LeaseLostError(run_id)
 
     async def recover_expired(self, lease_seconds: float) -> list[str]:
@@ -583,6 +600,7 @@ def _append_params(boundaries: Sequence[Boundary], worker_id: str) -> dict[str, 
         p["results"].append(None if proj.result is None else _dumps(proj.result))
         p["errors"].append(proj.error)
         p["releases"].append(proj.release)
+        p["signal_versions"].append(b.signal_version)
         for i, e in enumerate(b.events, b.expected_seq + 1):
             p["event_runs"].append(b.run_id)
             p["seqs"].append(i)
@@ -601,7 +619,7 @@ def _delivery(r: Any, *, duplicate: bool) -> DeliveryResult:
 
 
 def _claim(r: Any) -> Claim:
-    return Claim(str(r.run_id), r.flow, r.lease_token, r.last_seq, r.prior_status)
+    return Claim(str(r.run_id), r.flow, r.lease_token, r.last_seq, r.prior_status, r.signal_version)
 
 
 def _run_info(r: Any) -> RunInfo:

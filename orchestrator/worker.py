@@ -39,7 +39,7 @@ from .database import (
 from .definition import Flow, FlowDefinition, NodeStep
 from .errors import FlowMismatchError, LeaseLostError, ResoluteError
 from .executor import execute
-from .interpreter import Decision, Execute, check_compatible, decide
+from .interpreter import Decision, Execute, InboxSignal, check_compatible, decide
 from .logs import logger_for
 from .node import Provider, StepContext
 from .sql import CANCEL_CHANNEL, NOTIFY_CHANNEL, SIGNAL_CHANNEL
@@ -90,6 +90,7 @@ class _Driver:
     definition: FlowDefinition
     state: RunState
     seq: int
+    signal_version: int  # flow_runs.signal_version as last read (claim or inbox)
     tasks: dict[str, asyncio.Task[ev.Event]] = field(default_factory=dict)
     finished: list[tuple[str, asyncio.Task[ev.Event]]] = field(default_factory=list)
     poke: asyncio.Event = field(default_factory=asyncio.Event)  # a step ended or a signal came
@@ -341,7 +342,13 @@ class Worker:
         if not claims:
             return
         assert self.store is not None
-        logs = await self.store.load([c.run_id for c in claims])
+        try:
+            logs = await self.store.load([c.run_id for c in claims])
+        except Exception:
+            # Claimed but not loaded: hand them back, or they would wait for a restart.
+            for c in claims:
+                self._background(self._hand_back(c, self._log))
+            raise
         for c in claims:
             task = asyncio.create_task(self._drive(c, logs[c.run_id]), name=f"run-{c.run_id}")
             self._drivers[c.run_id] = task
@@ -357,7 +364,7 @@ class Worker:
         rlog = logger_for("resolute.run", run_id=claim.run_id, flow=claim.flow)
         definition = self.flows[claim.flow]
         state = fold(log_events, claim.run_id)
-        d = _Driver(claim, definition, state, claim.last_seq)
+        d = _Driver(claim, definition, state, claim.last_seq, claim.signal_version)
         self._live[claim.run_id] = d
         previous = log_events[-1].worker_id if log_events else None
         try:
@@ -444,7 +451,11 @@ class Worker:
             elif projection.release:
                 assert self.store is not None
                 await self.store.release(
-                    d.claim.run_id, d.claim.lease_token, projection.status, projection.wake_at
+                    d.claim.run_id,
+                    d.claim.lease_token,
+                    projection.status,
+                    projection.wake_at,
+                    d.signal_version,
                 )
             d.state = decision.state or d.state
             for path in cancelled:
@@ -489,20 +500,16 @@ class Worker:
         return outcomes
 
     async def _decide(self, d: _Driver, now: datetime) -> Decision:
-        """``decide``, consulting the signal inbox when the run waits for a signal."""
-        decision = decide(d.definition, d.state, now)
+        """``decide``, consulting the signal inbox when the run waits for a signal: before
+        deciding, so a signal that came in time wins over the timeout, and again after a
+        pass that opened a wait, for the signals kept from before it."""
+        inbox = await self._inbox(d, d.state)
+        decision = decide(d.definition, d.state, now, inbox)
         st = decision.state
-        assert st is not None and self.store is not None
-        open_waits = [w for w in st.waits.values() if not w.done]
-        if st.terminal or not open_waits:
+        assert st is not None
+        if st.terminal or not any(isinstance(e, ev.SignalWaiting) for e in decision.events):
             return decision
-        keys = {w.correlation_key or st.correlation_key for w in open_waits} - {None}
-        inbox = await self.store.inbox(
-            d.claim.run_id,
-            sorted(k for k in keys if k),
-            sorted({w.name for w in open_waits}),
-            [s.signal_id for s in st.signals if s.signal_id is not None],
-        )
+        inbox = await self._inbox(d, st)
         if not inbox:
             return decision
         more = decide(d.definition, st, now, inbox)
@@ -512,6 +519,21 @@ class Worker:
             wake_at=more.wake_at,
             state=more.state,
         )
+
+    async def _inbox(self, d: _Driver, st: RunState) -> list[InboxSignal]:
+        """The unconsumed signals the run's open waits may take (none: no query)."""
+        open_waits = [w for w in st.waits.values() if not w.done]
+        if not open_waits:
+            return []
+        assert self.store is not None
+        keys = {w.correlation_key or st.correlation_key for w in open_waits}
+        d.signal_version, inbox = await self.store.inbox(
+            d.claim.run_id,
+            sorted(k for k in keys if k),
+            sorted({w.name for w in open_waits}),
+            [s.signal_id for s in st.signals if s.signal_id is not None],
+        )
+        return inbox
 
     def _resumed(self, d: _Driver, previous: str | None) -> ev.RunResumed:
         prior = d.claim.prior_status
@@ -531,7 +553,7 @@ class Worker:
         assert self._appender is not None
         claim = d.claim
         await self._appender.append(
-            Boundary(claim.run_id, claim.lease_token, d.seq, batch, projection)
+            Boundary(claim.run_id, claim.lease_token, d.seq, batch, projection, d.signal_version)
         )
         d.seq += len(batch)
 

@@ -10,7 +10,7 @@ import pytest
 from orchestrator import Flow, FlowMismatchError, FlowState, node, timer, wait_for_signal
 from orchestrator import events as ev
 from orchestrator.definition import FlowDefinition
-from orchestrator.interpreter import Decision, check_compatible, decide
+from orchestrator.interpreter import Decision, InboxSignal, check_compatible, decide
 from orchestrator.state import RunState, fold
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -206,6 +206,22 @@ def test_wait_for_signal_times_out() -> None:
         "received": False,
         "payload": None,
     }
+
+
+def test_a_signal_sent_before_the_deadline_wins_however_late_it_is_read() -> None:
+    d = Flow("w").then(wait_for_signal("ack", timeout=60).as_("ack")).build()
+    waiting = decide(d, _started(d), T0).state
+    assert waiting is not None
+    late = T0 + timedelta(seconds=90)  # the worker comes back after the deadline
+    in_time = InboxSignal(1, "ack", {"by": "amy"}, T0 + timedelta(seconds=59), run_id="r1")
+    got = decide(d, waiting, late, [in_time])
+    assert _types(got) == ["signal.received ack", "run.completed"]
+    assert got.state is not None and got.state.outputs["ack"]["payload"] == {"by": "amy"}
+
+    too_late = InboxSignal(2, "ack", {"by": "bob"}, T0 + timedelta(seconds=61), run_id="r1")
+    missed = decide(d, waiting, late, [too_late])
+    assert _types(missed) == ["signal.timed_out ack", "run.completed"]
+    assert missed.state is not None and missed.state.signals == []  # still kept
 
 
 def test_replay_against_a_changed_flow_stops_with_a_clear_error() -> None:

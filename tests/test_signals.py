@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -29,6 +29,7 @@ from orchestrator import (
     wait_for_signal,
 )
 from orchestrator import events as ev
+from orchestrator.store import Boundary, Projection, Store
 from tests.workers import wait_until
 
 
@@ -252,3 +253,41 @@ async def test_two_schedulers_start_one_run_per_fire(
     assert rows[0]["idempotency_key"].startswith("schedule:cron:")
     minute = datetime.now(UTC).replace(second=0, microsecond=0)
     assert rows[0]["idempotency_key"] <= f"schedule:cron:{minute.isoformat()}"
+
+
+@pytest.mark.parametrize("by", ["run_id", "correlation_key"])
+@pytest.mark.parametrize("hand_back", ["append", "release"])
+async def test_a_signal_between_the_inbox_read_and_the_hand_back_wakes_the_run(
+    store: Store, by: str, hand_back: str
+) -> None:
+    """The worker read the inbox (empty), a signal came while the run was still
+    ``running``, then the worker handed the run back as waiting: it must be due now."""
+    await store.register_flow("f", "q", "fp", [])
+    signalled, _ = await store.start_run("f", {}, correlation_key="P-1")
+    await store.start_run("f", {}, correlation_key="P-2")  # not signalled
+    await store.heartbeat("w", ["q"])
+    claims = {c.run_id: c for c in await store.claim("w", "q", ["f"], 2)}
+    seen = {}
+    for run_id in claims:
+        seen[run_id], inbox = await store.inbox(run_id, ["P-1", "P-2"], ["ack"], [])
+        assert inbox == []
+    target: dict[str, Any] = {"run_id": signalled} if by == "run_id" else {"correlation_key": "P-1"}
+    sent = await store.send_signal("ack", {"by": "amy"}, **target)
+    assert sent.started == []
+
+    deadline = datetime.now(UTC) + timedelta(hours=1)
+    for run_id, claim in claims.items():
+        if hand_back == "release":
+            await store.release(run_id, claim.lease_token, "waiting", deadline, seen[run_id])
+            continue
+        wait = ev.SignalWaiting(node_path="0", step="ack", name="ack", timeout_at=deadline)
+        projection = Projection("waiting", wake_at=deadline, release=True)
+        boundary = Boundary(run_id, claim.lease_token, 1, [wait], projection, seen[run_id])
+        assert await store.append_many([boundary], "w") == set()
+
+    # Only the signalled run is due (the other waits for its deadline), and it finds
+    # the signal in its inbox.
+    [again] = await store.claim("w", "q", ["f"], 2)
+    assert again.run_id == signalled and again.signal_version == seen[signalled] + 1
+    _, inbox = await store.inbox(signalled, ["P-1"], ["ack"], [])
+    assert [s.id for s in inbox] == [sent.signal_id]
