@@ -8,7 +8,7 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -134,8 +134,11 @@ def _dumps(value: Any) -> str:
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool | None = None) -> None:
         self.engine = engine
+        # The worker's hot path (appends) on connections of its own, without SQLAlchemy's
+        # checkout around every statement; without one, the engine's connections serve.
+        self.pool = pool
 
     async def _rows(self, statement: Any, params: dict[str, Any]) -> Sequence[Any]:
         async with self.engine.connect() as conn:
@@ -146,13 +149,18 @@ class Store:
             return (await conn.execute(statement, params)).rowcount
 
     async def _fetch_driver(self, statement: TextClause, params: dict[str, Any]) -> list[Any]:
-        """The hot path: the same named statement, straight through the pool's asyncpg
-        connection (prepared once per connection), skipping SQLAlchemy's per-call work."""
+        """The hot path: the same named statement straight through asyncpg (prepared
+        once per connection), skipping SQLAlchemy's per-call work."""
         text, names = _positional(statement)
+        args = [params[n] for n in names]
+        rows: list[Any]
+        if self.pool is not None:
+            rows = await self.pool.fetch(text, *args)
+            return rows
         async with self.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
-            rows: list[Any] = await driver.fetch(text, *(params[n] for n in names))
+            rows = await driver.fetch(text, *args)
         return rows
 
     # --- flows and runs -------------------------------------------------------------
@@ -274,7 +282,7 @@ class Store:
 
     async def events(self, run_id: str, after: int = 0) -> list[ev.Event]:
         rows = await self._rows(sql.EVENTS, {"run_id": run_id, "after": after})
-        return [_event(r) for r in rows]
+        return [_event(r._mapping) for r in rows]
 
     async def cancel(self, run_id: str, reason: str, by: str | None) -> bool:
         """Cancel a run that has not ended. False when it had already ended."""
@@ -506,21 +514,21 @@ class Store:
     async def claim(
         self, worker_id: str, task_queue: str, flows: list[str], limit: int
     ) -> list[Claim]:
-        rows = await self._rows(
+        rows = await self._fetch_driver(
             sql.CLAIM,
             {"worker_id": worker_id, "task_queue": task_queue, "flows": flows, "limit": limit},
         )
         return [_claim(r) for r in rows]
 
     async def reclaim_own(self, worker_id: str, flows: list[str]) -> list[Claim]:
-        rows = await self._rows(sql.RECLAIM_OWN, {"worker_id": worker_id, "flows": flows})
+        rows = await self._fetch_driver(sql.RECLAIM_OWN, {"worker_id": worker_id, "flows": flows})
         return [_claim(r) for r in rows]
 
     async def load(self, run_ids: list[str]) -> dict[str, list[ev.Event]]:
-        rows = await self._rows(sql.EVENTS_FOR_RUNS, {"run_ids": run_ids})
+        rows = await self._fetch_driver(sql.EVENTS_FOR_RUNS, {"run_ids": run_ids})
         out: dict[str, list[ev.Event]] = defaultdict(list)
         for r in rows:
-            out[str(r.run_id)].append(_event(r))
+            out[str(r["run_id"])].append(_event(r))
         return out
 
     async def append(
@@ -618,8 +626,15 @@ def _delivery(r: Any, *, duplicate: bool) -> DeliveryResult:
     )
 
 
-def _claim(r: Any) -> Claim:
-    return Claim(str(r.run_id), r.flow, r.lease_token, r.last_seq, r.prior_status, r.signal_version)
+def _claim(r: Mapping[str, Any]) -> Claim:
+    return Claim(
+        str(r["run_id"]),
+        r["flow"],
+        r["lease_token"],
+        r["last_seq"],
+        r["prior_status"],
+        r["signal_version"],
+    )
 
 
 def _run_info(r: Any) -> RunInfo:
@@ -630,14 +645,15 @@ def _run_info(r: Any) -> RunInfo:
     return RunInfo.model_validate(fields)
 
 
-def _event(r: Any) -> ev.Event:
+def _event(r: Mapping[str, Any]) -> ev.Event:
+    """An event from a row (an asyncpg record, or a SQLAlchemy row's ``_mapping``)."""
     return ev.parse_event(
-        type=r.type,
-        data=r.data,
-        node_path=r.node_path,
-        step=r.step,
-        attempt=r.attempt,
-        seq=r.seq,
-        recorded_at=r.recorded_at,
-        worker_id=r.worker_id,
+        type=r["type"],
+        data=r["data"],
+        node_path=r["node_path"],
+        step=r["step"],
+        attempt=r["attempt"],
+        seq=r["seq"],
+        recorded_at=r["recorded_at"],
+        worker_id=r["worker_id"],
     )

@@ -166,7 +166,10 @@ class Worker:
         await check_reachable(engine, url)
         if self.config.auto_migrate:
             await migrate(url)
-        self.store = Store(engine)
+        # The hot path's connections: the appender's two statements in flight and the
+        # claim loop's. They hold no session state, so no reset round trip on release.
+        pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=3, reset=_no_reset)
+        self.store = Store(engine, pool)
         self._runtime = _StepRuntime(self.store)
         self._appender = Appender(self.store, self.worker_id)
         await self.register_flows(self.store)
@@ -233,6 +236,8 @@ class Worker:
                 released = await self.store.release_all(self.worker_id)
                 if released:
                     self._log.info("handed back %d runs", released)
+            if self.store.pool is not None:
+                await self.store.pool.close()
             await self.store.engine.dispose()
         for p in self.providers:
             with contextlib.suppress(Exception):
@@ -605,6 +610,10 @@ class _StepRuntime:
         self, correlation_key: str, alias: str, flow: str | None, exclude_run: str
     ) -> tuple[bool, Any]:
         return await self.store.recorded_output(correlation_key, alias, flow, exclude_run)
+
+
+async def _no_reset(_conn: asyncpg.Connection) -> None:
+    return None
 
 
 def _projection(decision: Decision, in_flight: bool, hold: bool) -> Projection:
