@@ -119,6 +119,7 @@ class Worker:
         self._listener: asyncpg.Connection | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._log = logger_for("resolute.worker", worker_id=self.worker_id)
+        self._refill = max(1, min(self.config.claim_batch, self.config.max_concurrent // 10))
 
     # --- configuration ----------------------------------------------------------------
 
@@ -328,7 +329,9 @@ class Worker:
             self._wakeup.clear()
             free = self.config.max_concurrent - len(self._drivers)
             full = False
-            if free > 0:
+            # A busy worker refills in batches (a tenth of its slots), not one claim
+            # statement per run that ends.
+            if free >= (self._refill if self._drivers else 1):
                 want = min(free, self.config.claim_batch)
                 try:
                     claims: list[Claim] = []
@@ -491,10 +494,12 @@ class Worker:
     async def _next_outcomes(self, d: _Driver, wake_at: datetime | None) -> list[ev.Event]:
         """Wait for steps to finish, the next wake-up time, or a signal for this run."""
         if not d.poke.is_set():
-            timeout = None if wake_at is None else max(0.0, (wake_at - _now()).total_seconds())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await d.poke.wait()
+            if wake_at is None:
+                await d.poke.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, (wake_at - _now()).total_seconds())):
+                        await d.poke.wait()
         d.poke.clear()
         outcomes = []
         for path, task in d.finished:
