@@ -145,6 +145,12 @@ run_events = Table(
     PrimaryKeyConstraint("run_id", "seq", name="run_events_pkey"),
     CheckConstraint(_in("type", EVENT_TYPES), name="run_events_type_check"),
 )
+# Runs waiting under a correlation key of the wait's own (migration 0006).
+Index(
+    "run_events_waiting_key",
+    run_events.c.data["correlation_key"].astext,
+    postgresql_where=text("type = 'signal.waiting'"),
+)
 
 workers = Table(
     "workers",

@@ -75,6 +75,20 @@ def _signalled(targets: str) -> str:
               CASE WHEN r.status = 'waiting' THEN pg_notify('{NOTIFY_CHANNEL}', r.task_queue) END"""
 
 
+# The runs a signal (CTE ``sig``) is for: by id, by the run's correlation key, or by the
+# key of one of its waits (``wait_for_signal(correlate=...)``), each through an index.
+_SIGNALLED = _signalled(
+    """WHERE r.run_id IN (SELECT sig.run_id FROM sig
+                           UNION
+                          SELECT k.run_id FROM sig JOIN flow_runs k USING (correlation_key)
+                           UNION
+                          SELECT e.run_id FROM sig JOIN run_events e
+                              ON e.type = 'signal.waiting'
+                             AND e.data ->> 'correlation_key' = sig.correlation_key)
+       AND"""
+)
+
+
 def _signalled_since(status: str, seen: str) -> str:
     """Whether a run handed back as ``status`` was signalled after its owner read the
     inbox at version ``seen``: then it is due (and announced) at once."""
@@ -328,11 +342,7 @@ WITH sig AS (
             :idempotency_key, :sent_by)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, run_id, correlation_key
-), woken AS ({
-        _signalled(
-            "FROM sig WHERE (r.run_id = sig.run_id OR r.correlation_key = sig.correlation_key) AND"
-        )
-    }
+), woken AS ({_SIGNALLED}
 )
 SELECT id, pg_notify('{SIGNAL_CHANNEL}', COALESCE(CAST(run_id AS text), 'key:' || correlation_key)),
        (SELECT count(*) FROM woken WHERE woken) AS woken
@@ -379,12 +389,6 @@ SELECT r.signal_version, s.id, s.name, s.run_id, s.correlation_key, s.payload, s
 # reused, never duplicated. The started event's fields come from the `started` template
 # (RunStarted) with flow, fingerprint and input filled in here. The targets are the
 # elements of the arrays, one VALUES row each (see record_delivery).
-_SIGNALLED_BY_DELIVERY = _signalled(
-    """WHERE r.run_id IN (SELECT sig.run_id FROM sig
-                           UNION
-                          SELECT k.run_id FROM sig JOIN flow_runs k USING (correlation_key))
-       AND"""
-)
 _RECORD_DELIVERY = f"""
 WITH input AS MATERIALIZED (
     SELECT CAST(:body AS jsonb) AS body
@@ -438,7 +442,7 @@ WITH input AS MATERIALIZED (
               pg_notify('{SIGNAL_CHANNEL}', CAST(run_id AS text))
 ), woken AS (
     -- the signalled runs and the runs of their incident, by index, none without a signal
-    {_SIGNALLED_BY_DELIVERY}
+    {_SIGNALLED}
 ), outcome AS (
     SELECT t.ord,
            CASE WHEN t.active_run IS NULL THEN COALESCE(

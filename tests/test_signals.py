@@ -291,3 +291,25 @@ async def test_a_signal_between_the_inbox_read_and_the_hand_back_wakes_the_run(
     assert again.run_id == signalled and again.signal_version == seen[signalled] + 1
     _, inbox = await store.inbox(signalled, ["P-1"], ["ack"], [])
     assert [s.id for s in inbox] == [sent.signal_id]
+
+
+async def test_a_signal_to_a_waits_own_key_wakes_the_run_out_of_memory(store: Store) -> None:
+    """``wait_for_signal(correlate=...)`` under a key that is not the run's own."""
+    await store.register_flow("f", "q", "fp", [])
+    run_id, _ = await store.start_run("f", {}, correlation_key="P-1")
+    await store.heartbeat("w", ["q"])
+    [claim] = await store.claim("w", "q", ["f"], 1)
+    deadline = datetime.now(UTC) + timedelta(hours=1)
+    wait = ev.SignalWaiting(
+        node_path="0", step="ack", name="ack", timeout_at=deadline, correlation_key="CHG-9"
+    )
+    projection = Projection("waiting", wake_at=deadline, release=True)
+    boundary = Boundary(run_id, claim.lease_token, 1, [wait], projection, claim.signal_version)
+    assert await store.append_many([boundary], "w") == set()
+    assert await store.claim("w", "q", ["f"], 1) == []  # waiting for its deadline
+
+    sent = await store.send_signal("ack", {"ok": True}, correlation_key="CHG-9")
+    [again] = await store.claim("w", "q", ["f"], 1)
+    assert again.run_id == run_id
+    _, inbox = await store.inbox(run_id, ["CHG-9"], ["ack"], [])
+    assert [s.id for s in inbox] == [sent.signal_id]
