@@ -136,8 +136,9 @@ def _dumps(value: Any) -> str:
 class Store:
     def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool | None = None) -> None:
         self.engine = engine
-        # The worker's hot path (appends) on connections of its own, without SQLAlchemy's
-        # checkout around every statement; without one, the engine's connections serve.
+        # The worker's hot path (appends, claims, loading claimed runs) on connections of
+        # its own, without SQLAlchemy's checkout around every statement; without a pool,
+        # the engine's connections serve.
         self.pool = pool
 
     async def _rows(self, statement: Any, params: dict[str, Any]) -> Sequence[Any]:
