@@ -146,3 +146,22 @@ def test_malformed_database_url() -> None:
     w = Worker(WorkerConfig(database_url="mysql://x@y/z")).with_flow(FLOWS[0])
     with pytest.raises(ConfigurationError, match="postgresql://user:pass@host:port/db"):
         asyncio.run(w.start())
+
+
+async def test_a_database_error_is_not_reported_as_an_unknown_run() -> None:
+    """Right after a PostgreSQL restart, say: the caller must see the outage, not
+    "run not found" (which tells an operator the run id is wrong)."""
+    from orchestrator.database import create_engine
+    from orchestrator.errors import RunNotFoundError
+    from orchestrator.store import Store
+
+    engine = create_engine("postgresql://nobody@127.0.0.1:1/none", pool_size=1)
+    store = Store(engine)
+    try:
+        with pytest.raises(RunNotFoundError):
+            await store.get_run("not-a-uuid")
+        with pytest.raises(Exception) as caught:
+            await store.get_run("2441a68d-0000-4000-8000-000000000000")
+        assert not isinstance(caught.value, RunNotFoundError)
+    finally:
+        await engine.dispose()
