@@ -11,14 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from orchestrator.errors import ConfigurationError
 from orchestrator.node import Node, RetryPolicy, StepContext
 
 from .binding import Bind, provider_node
 from .errors import NotFoundError
-from .http import RetryConfig, basic_auth_client
+from .http import AtlassianSettings, RetryConfig, basic_auth_client
 
 __all__ = [
     "ConfluencePage",
@@ -27,14 +25,6 @@ __all__ = [
     "create_page",
     "find_page",
 ]
-
-
-class _Env(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CONFLUENCE_")
-
-    base_url: str | None = None
-    email: str | None = None
-    api_token: SecretStr | None = None
 
 
 def _error(body: Any) -> str | None:
@@ -76,17 +66,11 @@ class ConfluenceProvider:
     @classmethod
     def from_env(cls, retry: RetryConfig | None = None) -> ConfluenceProvider:
         """Read ``CONFLUENCE_BASE_URL``, ``CONFLUENCE_EMAIL`` and ``CONFLUENCE_API_TOKEN``."""
-        env = _Env()
-        if not (env.base_url and env.email and env.api_token):
-            raise ConfigurationError(
-                "Confluence needs CONFLUENCE_BASE_URL (https://<site>.atlassian.net/wiki), "
-                "CONFLUENCE_EMAIL and CONFLUENCE_API_TOKEN"
-            )
+        base_url, email, api_token = AtlassianSettings.read(
+            "Confluence", "https://<site>.atlassian.net/wiki"
+        )
         return cls(
-            base_url=env.base_url,
-            email=env.email,
-            api_token=env.api_token,
-            retry=retry or RetryConfig(),
+            base_url=base_url, email=email, api_token=api_token, retry=retry or RetryConfig()
         )
 
     async def close(self) -> None:

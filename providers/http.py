@@ -30,6 +30,7 @@ import aiohttp
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orchestrator.errors import ConfigurationError
 from orchestrator.redaction import REDACTED
 
 from .errors import VendorRequestError, VendorUnavailableError
@@ -232,6 +233,25 @@ class HttpClient:
             self.retry.max_attempts,
         )
         await asyncio.sleep(delay)
+
+
+class AtlassianSettings(BaseSettings):
+    """``<PRODUCT>_BASE_URL``, ``_EMAIL`` and ``_API_TOKEN`` of an Atlassian Cloud product."""
+
+    base_url: str | None = None
+    email: str | None = None
+    api_token: SecretStr | None = None
+
+    @classmethod
+    def read(cls, product: str, example_url: str) -> tuple[str, str, SecretStr]:
+        prefix = f"{product.upper()}_"
+        env = cls(_env_prefix=prefix)
+        if not (env.base_url and env.email and env.api_token):
+            raise ConfigurationError(
+                f"{product} needs {prefix}BASE_URL ({example_url}), {prefix}EMAIL and "
+                f"{prefix}API_TOKEN"
+            )
+        return env.base_url, env.email, env.api_token
 
 
 def basic_auth_client(

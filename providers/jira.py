@@ -15,15 +15,13 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from orchestrator.errors import ConfigurationError
 from orchestrator.node import Node, RetryPolicy, StepContext
 
 from .adf import to_adf, to_text
 from .binding import Bind, provider_node
 from .errors import NotFoundError
-from .http import RetryConfig, basic_auth_client
+from .http import AtlassianSettings, RetryConfig, basic_auth_client
 
 __all__ = [
     "Assignment",
@@ -43,14 +41,6 @@ __all__ = [
 
 _FIELDS = ["summary", "status", "issuetype", "priority", "labels", "assignee", "resolution"]
 _PAGE = 100
-
-
-class _Env(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="JIRA_")
-
-    base_url: str | None = None
-    email: str | None = None
-    api_token: SecretStr | None = None
 
 
 def _error(body: Any) -> str | None:
@@ -88,17 +78,9 @@ class JiraProvider:
     @classmethod
     def from_env(cls, retry: RetryConfig | None = None) -> JiraProvider:
         """Read ``JIRA_BASE_URL``, ``JIRA_EMAIL`` and ``JIRA_API_TOKEN``."""
-        env = _Env()
-        if not (env.base_url and env.email and env.api_token):
-            raise ConfigurationError(
-                "Jira needs JIRA_BASE_URL (https://<site>.atlassian.net), JIRA_EMAIL and "
-                "JIRA_API_TOKEN"
-            )
+        base_url, email, api_token = AtlassianSettings.read("Jira", "https://<site>.atlassian.net")
         return cls(
-            base_url=env.base_url,
-            email=env.email,
-            api_token=env.api_token,
-            retry=retry or RetryConfig(),
+            base_url=base_url, email=email, api_token=api_token, retry=retry or RetryConfig()
         )
 
     def browse_url(self, key: str) -> str:
